@@ -1,0 +1,1 @@
+//! A strict, in-memory CloudFront control-plane server speaking the REST-XML API.
