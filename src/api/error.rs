@@ -1,0 +1,201 @@
+//! The API's one error type, rendered as RFC 9457 problem details (`application/problem+json`).
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::spec::FieldError;
+use crate::store::StoreError;
+
+/// Every error the API returns.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("no such distribution")]
+    NotFound,
+    #[error("no such route")]
+    RouteNotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("{0}")]
+    InvalidParameter(String),
+    #[error("{0}")]
+    MalformedBody(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("the request has invalid fields")]
+    Validation(Vec<FieldError>),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// The problem types clients can switch on; each `type` URI is stable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProblemType {
+    Unauthorized,
+    NotFound,
+    MethodNotAllowed,
+    InvalidParameter,
+    MalformedBody,
+    UnsupportedMediaType,
+    PayloadTooLarge,
+    ValidationFailed,
+    Internal,
+    Unavailable,
+}
+
+impl ProblemType {
+    pub const ALL: [ProblemType; 10] = [
+        ProblemType::Unauthorized,
+        ProblemType::NotFound,
+        ProblemType::MethodNotAllowed,
+        ProblemType::InvalidParameter,
+        ProblemType::MalformedBody,
+        ProblemType::UnsupportedMediaType,
+        ProblemType::PayloadTooLarge,
+        ProblemType::ValidationFailed,
+        ProblemType::Internal,
+        ProblemType::Unavailable,
+    ];
+
+    pub fn slug(self) -> &'static str {
+        match self {
+            ProblemType::Unauthorized => "unauthorized",
+            ProblemType::NotFound => "not-found",
+            ProblemType::MethodNotAllowed => "method-not-allowed",
+            ProblemType::InvalidParameter => "invalid-parameter",
+            ProblemType::MalformedBody => "malformed-body",
+            ProblemType::UnsupportedMediaType => "unsupported-media-type",
+            ProblemType::PayloadTooLarge => "payload-too-large",
+            ProblemType::ValidationFailed => "validation-failed",
+            ProblemType::Internal => "internal",
+            ProblemType::Unavailable => "unavailable",
+        }
+    }
+
+    pub fn uri(self) -> String {
+        format!("urn:cloudfront-lifecycle:problem:{}", self.slug())
+    }
+
+    pub fn title(self) -> &'static str {
+        match self {
+            ProblemType::Unauthorized => "Missing or invalid bearer token",
+            ProblemType::NotFound => "Not found",
+            ProblemType::MethodNotAllowed => "Method not allowed",
+            ProblemType::InvalidParameter => "Invalid path or query parameter",
+            ProblemType::MalformedBody => "Malformed request body",
+            ProblemType::UnsupportedMediaType => "Unsupported media type",
+            ProblemType::PayloadTooLarge => "Request body too large",
+            ProblemType::ValidationFailed => "Invalid fields",
+            ProblemType::Internal => "Internal error",
+            ProblemType::Unavailable => "Service unavailable",
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        match self {
+            ProblemType::Unauthorized => StatusCode::UNAUTHORIZED,
+            ProblemType::NotFound => StatusCode::NOT_FOUND,
+            ProblemType::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ProblemType::InvalidParameter | ProblemType::MalformedBody => StatusCode::BAD_REQUEST,
+            ProblemType::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ProblemType::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProblemType::ValidationFailed => StatusCode::UNPROCESSABLE_ENTITY,
+            ProblemType::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ProblemType::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+/// An RFC 9457 problem details document.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// A stable URI naming the kind of problem.
+    #[schema(example = "urn:cloudfront-lifecycle:problem:validation-failed")]
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    pub title: String,
+    pub status: u16,
+    /// What went wrong with this request, in a sentence.
+    pub detail: String,
+    /// For `validation-failed`: each invalid field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<FieldError>>,
+}
+
+impl ApiError {
+    pub fn problem_type(&self) -> ProblemType {
+        match self {
+            ApiError::Unauthorized(_) => ProblemType::Unauthorized,
+            ApiError::NotFound | ApiError::RouteNotFound => ProblemType::NotFound,
+            ApiError::MethodNotAllowed => ProblemType::MethodNotAllowed,
+            ApiError::InvalidParameter(_) => ProblemType::InvalidParameter,
+            ApiError::MalformedBody(_) => ProblemType::MalformedBody,
+            ApiError::UnsupportedMediaType(_) => ProblemType::UnsupportedMediaType,
+            ApiError::PayloadTooLarge(_) => ProblemType::PayloadTooLarge,
+            ApiError::Validation(_) => ProblemType::ValidationFailed,
+            ApiError::Store(_) => ProblemType::Internal,
+            ApiError::Unavailable(_) => ProblemType::Unavailable,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let kind = self.problem_type();
+
+        // Internal details are logged once here and never sent to the client.
+        let detail = match &self {
+            ApiError::Store(error) => {
+                tracing::error!(%error, "request failed on the database");
+                "The request could not be completed; it has been logged.".to_owned()
+            }
+            ApiError::Validation(errors) => format!(
+                "{} field{} invalid; see errors.",
+                errors.len(),
+                if errors.len() == 1 { " is" } else { "s are" }
+            ),
+            other => other.to_string(),
+        };
+        let errors = match self {
+            ApiError::Validation(errors) => Some(errors),
+            _ => None,
+        };
+
+        let problem = Problem {
+            problem_type: kind.uri(),
+            title: kind.title().to_owned(),
+            status: kind.status().as_u16(),
+            detail,
+            errors,
+        };
+        let mut response = (kind.status(), Json(problem)).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if kind == ProblemType::Unauthorized {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer error=\"invalid_token\""),
+            );
+        }
+        response
+    }
+}
+
+/// Answers routes that do not exist in the API's own format.
+pub async fn route_not_found() -> ApiError {
+    ApiError::RouteNotFound
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}

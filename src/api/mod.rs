@@ -1,0 +1,195 @@
+//! The REST API: routes, shared state, middleware and the OpenAPI document.
+
+pub mod auth;
+pub mod distributions;
+pub mod error;
+pub mod extract;
+pub mod health;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Method, Request, header};
+use metrics_exporter_prometheus::PrometheusHandle;
+use sqlx::PgPool;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::cloudfront::Backend;
+use crate::store::notify::WorkNotifier;
+use auth::Authenticator;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub authenticator: Arc<Authenticator>,
+    pub backend: Backend,
+    pub notifier: WorkNotifier,
+    pub metrics: Option<PrometheusHandle>,
+}
+
+impl AppState {
+    /// Tells idle workers (on every replica) that there is new work.
+    pub fn wake_workers(&self) {
+        self.notifier.wake();
+    }
+}
+
+/// HTTP settings that shape the middleware.
+#[derive(Clone, Debug)]
+pub struct HttpSettings {
+    /// Browser origins allowed to call the API; empty allows none.
+    pub cors_allowed_origins: Vec<String>,
+    pub body_limit_bytes: usize,
+    pub request_timeout: Duration,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            cors_allowed_origins: Vec::new(),
+            body_limit_bytes: 64 * 1024,
+            request_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "cloudfront-lifecycle",
+        description = "Creates CloudFront distributions on behalf of users and finishes their slow deletion in the background. Every error is an RFC 9457 problem document (application/problem+json).",
+    ),
+    modifiers(&BearerAuth),
+    components(schemas(error::Problem, crate::spec::FieldError)),
+    tags(
+        (name = "distributions", description = "Managed CloudFront distributions"),
+        (name = "operations", description = "Probes for whoever runs the service"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(distributions::create, distributions::list))
+        .routes(routes!(distributions::get, distributions::delete))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+}
+
+/// The OpenAPI document the code describes; `openapi/openapi.json` must equal it.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_router().split_for_parts().1
+}
+
+/// The OpenAPI document as committed: pretty JSON with a trailing newline.
+pub fn openapi_json() -> String {
+    let mut text = openapi()
+        .to_pretty_json()
+        .expect("the OpenAPI document serializes");
+    text.push('\n');
+    text
+}
+
+/// Builds the whole HTTP application.
+pub fn router(state: AppState, settings: &HttpSettings) -> Router {
+    let (router, document) = api_router().split_for_parts();
+    let document = Arc::new(document);
+
+    let request_id = HeaderName::from_static("x-request-id");
+    let trace = TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+        let request_id = request
+            .headers()
+            .get("x-request-id")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("");
+        tracing::info_span!(
+            "request",
+            http.method = %request.method(),
+            http.path = %request.uri().path(),
+            request_id,
+            owner = tracing::field::Empty,
+        )
+    });
+
+    router
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || {
+                let document = document.clone();
+                async move { axum::Json(document.as_ref().clone()) }
+            }),
+        )
+        .route("/metrics", axum::routing::get(health::metrics))
+        .fallback(error::route_not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(settings.body_limit_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            settings.request_timeout,
+        ))
+        .layer(cors(settings))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(trace)
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+fn cors(settings: &HttpSettings) -> CorsLayer {
+    let origins: Vec<HeaderValue> = settings
+        .cors_allowed_origins
+        .iter()
+        .filter_map(|origin| HeaderValue::from_str(origin).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::IF_MATCH,
+            HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static("x-request-id"),
+        ])
+        .expose_headers([
+            header::ETAG,
+            header::LOCATION,
+            HeaderName::from_static("x-request-id"),
+        ])
+        .max_age(Duration::from_secs(600))
+}

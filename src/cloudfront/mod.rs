@@ -1,0 +1,254 @@
+//! The one path to CloudFront: aws-sdk-cloudfront, whether its peer is AWS, moto or the
+//! simulator. Each call returns what the lifecycle needs, with failures classified.
+
+pub mod config;
+pub mod errors;
+
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_sdk_cloudfront::Client;
+use aws_sdk_cloudfront::config::{Credentials, Region};
+use aws_sdk_cloudfront::types::{DistributionConfig, DistributionConfigWithTags, Tag, Tags};
+use uuid::Uuid;
+
+use crate::lifecycle::{CallError, ErrorClass, Snapshot};
+use crate::spec::DistributionSpec;
+
+/// CloudFront's API is global and is signed for us-east-1.
+pub const SIGNING_REGION: &str = "us-east-1";
+
+/// The tag that names the row a distribution belongs to, so an operator (or a sweep) can
+/// tell which distributions this service created.
+pub const ROW_ID_TAG: &str = "cloudfront-lifecycle:row-id";
+
+/// Timeouts and retries for every CloudFront call.
+#[derive(Clone, Debug)]
+pub struct CallSettings {
+    /// Attempts per call, including the first, made by the SDK's standard retry policy.
+    pub max_attempts: u32,
+    /// Longest time one attempt may take.
+    pub attempt_timeout: Duration,
+    /// Longest time a call may take across all its attempts.
+    pub call_timeout: Duration,
+}
+
+impl Default for CallSettings {
+    fn default() -> Self {
+        CallSettings {
+            max_attempts: 3,
+            attempt_timeout: Duration::from_secs(10),
+            call_timeout: Duration::from_secs(25),
+        }
+    }
+}
+
+impl CallSettings {
+    fn retry(&self) -> RetryConfig {
+        RetryConfig::standard().with_max_attempts(self.max_attempts.max(1))
+    }
+
+    fn timeouts(&self) -> TimeoutConfig {
+        TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .operation_attempt_timeout(self.attempt_timeout)
+            .operation_timeout(self.call_timeout)
+            .build()
+    }
+}
+
+/// What a call observed about one distribution.
+#[derive(Clone, Debug)]
+pub struct Remote {
+    pub id: String,
+    pub arn: String,
+    pub domain_name: String,
+    /// `InProgress` or `Deployed`.
+    pub status: String,
+    pub snapshot: Snapshot,
+    /// The full config, kept so an update can send it back whole: CloudFront's update
+    /// replaces the config rather than merging it.
+    pub config: Option<DistributionConfig>,
+}
+
+/// A CloudFront client with the calls the lifecycle makes.
+#[derive(Clone, Debug)]
+pub struct CloudFront {
+    client: Client,
+}
+
+impl CloudFront {
+    pub fn from_client(client: Client) -> Self {
+        CloudFront { client }
+    }
+
+    /// A client for a CloudFront-compatible server at `endpoint` (the simulator, or moto)
+    /// with placeholder credentials: such servers accept any signature.
+    pub fn for_endpoint(endpoint: &str, settings: &CallSettings) -> Self {
+        let config = aws_sdk_cloudfront::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(SIGNING_REGION))
+            .endpoint_url(endpoint)
+            .credentials_provider(Credentials::new(
+                "simulated",
+                "simulated",
+                None,
+                None,
+                "cloudfront-lifecycle-simulator",
+            ))
+            .retry_config(settings.retry())
+            .timeout_config(settings.timeouts())
+            .build();
+        CloudFront::from_client(Client::from_conf(config))
+    }
+
+    /// A client configured by aws-config's standard chain (environment, profile, web identity,
+    /// ECS and EC2 instance roles), honouring `AWS_ENDPOINT_URL`.
+    pub async fn from_environment(settings: &CallSettings) -> Self {
+        let shared = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(SIGNING_REGION))
+            .retry_config(settings.retry())
+            .timeout_config(settings.timeouts())
+            .load()
+            .await;
+        CloudFront::from_client(Client::new(&shared))
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// CreateDistributionWithTags with the row's CallerReference, tagged with the row id.
+    pub async fn create(
+        &self,
+        row_id: Uuid,
+        caller_reference: &str,
+        spec: &DistributionSpec,
+    ) -> Result<Remote, CallError> {
+        let config = config::distribution_config(caller_reference, spec).map_err(|error| {
+            CallError {
+                class: ErrorClass::Permanent,
+                code: "InvalidConfig".to_owned(),
+                message: format!("the distribution config could not be built: {error}"),
+            }
+        })?;
+        let tag = Tag::builder()
+            .key(ROW_ID_TAG)
+            .value(row_id.to_string())
+            .build()
+            .expect("a tag with a key always builds");
+        let with_tags = DistributionConfigWithTags::builder()
+            .distribution_config(config)
+            .tags(Tags::builder().items(tag).build())
+            .build();
+
+        let output = self
+            .client
+            .create_distribution_with_tags()
+            .distribution_config_with_tags(with_tags)
+            .send()
+            .await
+            .map_err(|error| errors::classify(&error))?;
+        remote(output.distribution(), output.e_tag())
+    }
+
+    /// GetDistribution: Status, Enabled, the full config and the current ETag.
+    pub async fn get(&self, cloudfront_id: &str) -> Result<Remote, CallError> {
+        let output = self
+            .client
+            .get_distribution()
+            .id(cloudfront_id)
+            .send()
+            .await
+            .map_err(|error| errors::classify(&error))?;
+        remote(output.distribution(), output.e_tag())
+    }
+
+    /// UpdateDistribution with Enabled=false, sending back the whole config read with `etag`.
+    pub async fn disable(
+        &self,
+        cloudfront_id: &str,
+        etag: &str,
+        mut config: DistributionConfig,
+    ) -> Result<Remote, CallError> {
+        config.enabled = false;
+        let output = self
+            .client
+            .update_distribution()
+            .id(cloudfront_id)
+            .if_match(etag)
+            .distribution_config(config)
+            .send()
+            .await
+            .map_err(|error| errors::classify(&error))?;
+        remote(output.distribution(), output.e_tag())
+    }
+
+    /// DeleteDistribution with If-Match.
+    pub async fn delete(&self, cloudfront_id: &str, etag: &str) -> Result<(), CallError> {
+        self.client
+            .delete_distribution()
+            .id(cloudfront_id)
+            .if_match(etag)
+            .send()
+            .await
+            .map_err(|error| errors::classify(&error))?;
+        Ok(())
+    }
+}
+
+fn remote(
+    distribution: Option<&aws_sdk_cloudfront::types::Distribution>,
+    etag: Option<&str>,
+) -> Result<Remote, CallError> {
+    let malformed = |what: &str| CallError {
+        class: ErrorClass::Transient,
+        code: "MalformedResponse".to_owned(),
+        message: format!("CloudFront's response has no {what}"),
+    };
+    let distribution = distribution.ok_or_else(|| malformed("Distribution"))?;
+    let etag = etag.ok_or_else(|| malformed("ETag header"))?;
+    let config = distribution.distribution_config().cloned();
+    let enabled = config
+        .as_ref()
+        .map(|config| config.enabled)
+        .ok_or_else(|| malformed("DistributionConfig"))?;
+
+    Ok(Remote {
+        id: distribution.id().to_owned(),
+        arn: distribution.arn().to_owned(),
+        domain_name: distribution.domain_name().to_owned(),
+        status: distribution.status().to_owned(),
+        snapshot: Snapshot {
+            deployed: distribution.status() == "Deployed",
+            enabled,
+            etag: etag.to_owned(),
+        },
+        config,
+    })
+}
+
+/// Which kind of CloudFront peer this process talks to, as reported in logs, `/readyz` and
+/// metrics, so a service on the simulator never passes for one managing real distributions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded simulator.
+    Simulator,
+    /// AWS, or the CloudFront-compatible server at `endpoint`.
+    Aws { endpoint: Option<String> },
+}
+
+impl Backend {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Simulator => "simulator",
+            Backend::Aws { .. } => "aws",
+        }
+    }
+
+    pub fn is_simulated(&self) -> bool {
+        matches!(self, Backend::Simulator)
+    }
+}

@@ -1,0 +1,211 @@
+//! Command-line and environment settings. Every option can be given as a flag or as the
+//! environment variable named beside it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use crate::api::HttpSettings;
+use crate::cloudfront::CallSettings;
+use crate::lifecycle::Policy;
+use crate::lifecycle::schedule::{Delays, RecheckSchedule};
+use crate::worker::WorkerSettings;
+
+/// A secret that never appears in logs or `Debug` output.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("Secret([redacted])")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        // HS256 is only as strong as its key; RFC 7518 asks for at least 256 bits.
+        if value.len() < 32 {
+            return Err(format!(
+                "must be at least 32 characters (got {}); generate one with: openssl rand -hex 32",
+                value.len()
+            ));
+        }
+        Ok(Secret(value.to_owned()))
+    }
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct DatabaseArgs {
+    /// Postgres connection URL, such as postgres://user:password@host:5432/cloudfront_lifecycle.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+
+    /// Connections in this process's database pool.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 20)]
+    pub database_max_connections: u32,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct AuthArgs {
+    /// HS256 secret that signs and verifies bearer tokens (at least 32 characters).
+    #[arg(long, env = "AUTH_JWT_SECRET", hide_env_values = true)]
+    pub auth_jwt_secret: Secret,
+}
+
+/// Where CloudFront calls go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendKind {
+    /// An embedded CloudFront simulator on a loopback port: no AWS account needed, and no
+    /// real distribution is ever touched.
+    Simulator,
+    /// AWS (or any CloudFront-compatible server named by AWS_ENDPOINT_URL), with credentials
+    /// from aws-config's standard chain.
+    Aws,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct CloudFrontArgs {
+    /// Where CloudFront calls go: the embedded simulator, or AWS.
+    #[arg(long, env = "CLOUDFRONT_BACKEND", value_enum, default_value_t = BackendKind::Simulator)]
+    pub cloudfront_backend: BackendKind,
+
+    /// Seconds the embedded simulator keeps each change InProgress before Deployed.
+    #[arg(long, env = "SIMULATOR_DEPLOY_SECONDS", default_value_t = 5.0)]
+    pub simulator_deploy_seconds: f64,
+
+    /// Attempts per CloudFront call, including the first, under the SDK's standard retry policy.
+    #[arg(long, env = "CLOUDFRONT_MAX_ATTEMPTS", default_value_t = 3)]
+    pub cloudfront_max_attempts: u32,
+
+    /// Seconds one attempt of a CloudFront call may take.
+    #[arg(long, env = "CLOUDFRONT_ATTEMPT_TIMEOUT_SECONDS", default_value_t = 10.0)]
+    pub cloudfront_attempt_timeout_seconds: f64,
+
+    /// Seconds a CloudFront call may take across all its attempts.
+    #[arg(long, env = "CLOUDFRONT_CALL_TIMEOUT_SECONDS", default_value_t = 25.0)]
+    pub cloudfront_call_timeout_seconds: f64,
+}
+
+impl CloudFrontArgs {
+    pub fn call_settings(&self) -> CallSettings {
+        CallSettings {
+            max_attempts: self.cloudfront_max_attempts,
+            attempt_timeout: seconds(self.cloudfront_attempt_timeout_seconds),
+            call_timeout: seconds(self.cloudfront_call_timeout_seconds),
+        }
+    }
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct HttpArgs {
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "BIND_ADDR", default_value = "127.0.0.1:8080")]
+    pub bind_addr: SocketAddr,
+
+    /// Browser origins allowed to call the API (comma-separated), such as https://app.example.com.
+    #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub cors_allowed_origins: Vec<String>,
+
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "HTTP_BODY_LIMIT_BYTES", default_value_t = 64 * 1024)]
+    pub http_body_limit_bytes: usize,
+
+    /// Seconds a request may take before it is answered with 408.
+    #[arg(long, env = "HTTP_REQUEST_TIMEOUT_SECONDS", default_value_t = 15.0)]
+    pub http_request_timeout_seconds: f64,
+}
+
+impl HttpArgs {
+    pub fn settings(&self) -> HttpSettings {
+        HttpSettings {
+            cors_allowed_origins: self.cors_allowed_origins.clone(),
+            body_limit_bytes: self.http_body_limit_bytes,
+            request_timeout: seconds(self.http_request_timeout_seconds),
+        }
+    }
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct WorkerArgs {
+    /// Rows this process checks at the same time.
+    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 16)]
+    pub worker_concurrency: usize,
+
+    /// Seconds a claim holds a row before another worker may take it over.
+    #[arg(long, env = "WORKER_LEASE_SECONDS", default_value_t = 120.0)]
+    pub worker_lease_seconds: f64,
+
+    /// Longest sleep, in seconds, between looks at the table when no notification arrives.
+    #[arg(long, env = "WORKER_SAFETY_INTERVAL_SECONDS", default_value_t = 60.0)]
+    pub worker_safety_interval_seconds: f64,
+
+    /// When a row waiting for Deployed is checked again: fixed:SECONDS, or
+    /// backoff:FIRST,FACTOR,MAX (seconds, growth factor, seconds).
+    #[arg(long, env = "RECHECK_SCHEDULE", default_value = "backoff:1,1.5,20")]
+    pub recheck_schedule: RecheckSchedule,
+
+    /// Failed attempts (throttling excluded) before a row is marked failed.
+    #[arg(long, env = "MAX_FAILED_ATTEMPTS", default_value_t = 25)]
+    pub max_failed_attempts: u32,
+
+    /// Seconds after a delete request when a deletion still under way is reported as overdue.
+    #[arg(long, env = "DELETION_DEADLINE_SECONDS", default_value_t = 3600.0)]
+    pub deletion_deadline_seconds: f64,
+
+    /// Seconds shutdown waits for checks in flight before handing their rows back.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_SECONDS", default_value_t = 30.0)]
+    pub shutdown_timeout_seconds: f64,
+}
+
+impl WorkerArgs {
+    pub fn settings(&self) -> WorkerSettings {
+        WorkerSettings {
+            concurrency: self.worker_concurrency.max(1),
+            lease: seconds(self.worker_lease_seconds),
+            safety_interval: seconds(self.worker_safety_interval_seconds),
+            schedule: self.recheck_schedule.clone(),
+            delays: Delays::default(),
+            policy: Policy {
+                max_attempts: self.max_failed_attempts.max(1),
+                ..Policy::default()
+            },
+            deletion_deadline: seconds(self.deletion_deadline_seconds),
+            shutdown_timeout: seconds(self.shutdown_timeout_seconds),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct LogArgs {
+    /// Log output format; the level is set with RUST_LOG (default info).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+/// Converts a number of seconds from the command line, treating negative or invalid values
+/// as zero.
+pub fn seconds(value: f64) -> Duration {
+    if value.is_finite() && value > 0.0 {
+        Duration::from_secs_f64(value)
+    } else {
+        Duration::ZERO
+    }
+}

@@ -1,0 +1,277 @@
+//! The worker's side of the table: claiming due rows under a lease, and fenced write-backs.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgExecutor;
+use uuid::Uuid;
+
+use super::StoreError;
+use super::distributions::{Distribution, Record};
+use crate::lifecycle::Status;
+
+/// A row claimed by a worker, with the database's time of the claim.
+#[derive(Clone, Debug)]
+pub struct Claimed {
+    pub row: Distribution,
+    pub claimed_at: DateTime<Utc>,
+}
+
+/// Claims up to `limit` due rows, oldest due first, in one autocommit statement.
+///
+/// The CTE is MATERIALIZED so the planner runs the locking subquery once; SKIP LOCKED lets
+/// replicas claim side by side without waiting on each other. Claiming pushes the due time
+/// forward by the lease, so a row whose worker dies comes due again by itself, and bumps the
+/// lease token, so the dead worker's late write-back is rejected.
+pub async fn claim(
+    executor: impl PgExecutor<'_>,
+    limit: i64,
+    lease_seconds: f64,
+) -> Result<Vec<Claimed>, StoreError> {
+    let records = sqlx::query_as!(
+        Record,
+        r#"
+        with due as materialized (
+            select id from distributions
+            where next_check_at <= now()
+            order by next_check_at
+            limit $1
+            for update skip locked
+        )
+        update distributions d
+        set next_check_at = now() + make_interval(secs => $2),
+            lease_token = d.lease_token + 1
+        from due
+        where d.id = due.id
+        returning d.*, now() as "db_now?"
+        "#,
+        limit,
+        lease_seconds,
+    )
+    .fetch_all(executor)
+    .await?;
+
+    records
+        .into_iter()
+        .map(|record| {
+            let claimed_at = record.db_now.unwrap_or_else(Utc::now);
+            Ok(Claimed {
+                row: Distribution::try_from(record)?,
+                claimed_at,
+            })
+        })
+        .collect()
+}
+
+/// Seconds until the next row comes due (negative when one is overdue), or `None` when no
+/// row is waiting: one probe of the due index, measured on the database's clock.
+pub async fn seconds_until_next_due(
+    executor: impl PgExecutor<'_>,
+) -> Result<Option<f64>, StoreError> {
+    let seconds = sqlx::query_scalar!(
+        r#"
+        select extract(epoch from min(next_check_at) - now())::float8
+        from distributions
+        where next_check_at is not null
+        "#
+    )
+    .fetch_one(executor)
+    .await?;
+    Ok(seconds)
+}
+
+/// Everything a check learned, written back under the lease it claimed with.
+#[derive(Clone, Debug)]
+pub struct WriteBack {
+    pub status: Status,
+    pub reason: String,
+    pub cloudfront_id: Option<String>,
+    pub arn: Option<String>,
+    pub domain_name: Option<String>,
+    pub etag: Option<String>,
+    pub cloudfront_status: Option<String>,
+    pub cloudfront_enabled: Option<bool>,
+    /// Seconds until the next check; `None` takes the row out of the queue.
+    pub next_check_in: Option<f64>,
+    pub failures: i32,
+    pub checks: i32,
+    pub wait_started: bool,
+    pub disable_confirmed: bool,
+    pub enabled_reads: i32,
+    /// Sets the last error shown in the resource; `None` keeps the one there.
+    pub error: Option<(String, String)>,
+    pub overdue: bool,
+    pub create_attempted: bool,
+}
+
+/// Writes a check's result if the lease token still matches, recording a history row when
+/// the status changed. Returns false when the lease was lost: another worker claimed the row
+/// or a user changed its intent, and this result must be dropped.
+pub async fn write_back(
+    executor: impl PgExecutor<'_>,
+    id: Uuid,
+    lease_token: i64,
+    update: &WriteBack,
+) -> Result<bool, StoreError> {
+    let (error_code, error_message) = update.error.clone().unzip();
+    let written = sqlx::query_scalar!(
+        r#"
+        with previous as (
+            select id, status, last_error_code, last_error_message
+            from distributions
+            where id = $1 and lease_token = $2
+            for update
+        ), updated as (
+            update distributions d
+            set status = $3,
+                cloudfront_id = coalesce($5, d.cloudfront_id),
+                arn = coalesce($6, d.arn),
+                domain_name = coalesce($7, d.domain_name),
+                etag = coalesce($8, d.etag),
+                cloudfront_status = coalesce($9, d.cloudfront_status),
+                cloudfront_enabled = coalesce($10, d.cloudfront_enabled),
+                next_check_at = case when $11::float8 is null then null
+                                     else now() + make_interval(secs => $11) end,
+                failures = $12,
+                checks = $13,
+                waiting_since = case when $14 then now() else d.waiting_since end,
+                disable_confirmed = $15,
+                enabled_reads = $16,
+                last_error_code = coalesce($17, d.last_error_code),
+                last_error_message = coalesce($18, d.last_error_message),
+                last_error_at = case when $17::text is null then d.last_error_at else now() end,
+                overdue = $19,
+                create_attempted = d.create_attempted or $20,
+                deleted_at = case when $3 = 'deleted' then coalesce(d.deleted_at, now())
+                                  else d.deleted_at end,
+                version = d.version + case
+                    when d.status <> $3
+                      or $17::text is distinct from null and ($17, $18) is distinct from (d.last_error_code, d.last_error_message)
+                      or d.overdue <> $19
+                      or coalesce($5, d.cloudfront_id) is distinct from d.cloudfront_id
+                    then 1 else 0 end,
+                updated_at = now()
+            from previous
+            where d.id = previous.id
+            returning d.id, previous.status as from_status, d.status as to_status
+        ), event as (
+            insert into distribution_events (distribution_id, from_status, to_status, reason)
+            select id, from_status, to_status, $4 from updated where from_status <> to_status
+        )
+        select count(*) as "count!" from updated
+        "#,
+        id,
+        lease_token,
+        update.status.as_str(),
+        update.reason,
+        update.cloudfront_id,
+        update.arn,
+        update.domain_name,
+        update.etag,
+        update.cloudfront_status,
+        update.cloudfront_enabled,
+        update.next_check_in,
+        update.failures,
+        update.checks,
+        update.wait_started,
+        update.disable_confirmed,
+        update.enabled_reads,
+        error_code,
+        error_message,
+        update.overdue,
+        update.create_attempted,
+    )
+    .fetch_one(executor)
+    .await?;
+    Ok(written == 1)
+}
+
+/// Records, under the lease, a status change made before a call (so the history shows
+/// `disabling` or `deleting` while the call runs) and that a create is about to be sent.
+/// Returns false when the lease was lost.
+pub async fn record_before_call(
+    executor: impl PgExecutor<'_>,
+    id: Uuid,
+    lease_token: i64,
+    status: Status,
+    reason: &str,
+    create_attempted: bool,
+) -> Result<bool, StoreError> {
+    let written = sqlx::query_scalar!(
+        r#"
+        with previous as (
+            select id, status from distributions
+            where id = $1 and lease_token = $2
+            for update
+        ), updated as (
+            update distributions d
+            set status = $3,
+                create_attempted = d.create_attempted or $5,
+                version = d.version + case when d.status <> $3 then 1 else 0 end,
+                updated_at = now()
+            from previous
+            where d.id = previous.id
+            returning d.id, previous.status as from_status, d.status as to_status
+        ), event as (
+            insert into distribution_events (distribution_id, from_status, to_status, reason)
+            select id, from_status, to_status, $4 from updated where from_status <> to_status
+        )
+        select count(*) as "count!" from updated
+        "#,
+        id,
+        lease_token,
+        status.as_str(),
+        reason,
+        create_attempted,
+    )
+    .fetch_one(executor)
+    .await?;
+    Ok(written == 1)
+}
+
+/// Records the identity of a distribution CloudFront created for this row even when the
+/// lease was lost meanwhile: these are facts, not decisions, and keeping them saves the next
+/// worker a create call that would only answer DistributionAlreadyExists.
+pub async fn record_created_identity(
+    executor: impl PgExecutor<'_>,
+    id: Uuid,
+    cloudfront_id: &str,
+    arn: &str,
+    domain_name: &str,
+) -> Result<(), StoreError> {
+    sqlx::query!(
+        r#"
+        update distributions
+        set cloudfront_id = $2, arn = $3, domain_name = $4, create_attempted = true
+        where id = $1 and cloudfront_id is null
+        "#,
+        id,
+        cloudfront_id,
+        arn,
+        domain_name,
+    )
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+/// Hands rows back at shutdown so another replica takes them at once rather than after
+/// the lease. Only rows still held under the given tokens are touched.
+pub async fn release(
+    executor: impl PgExecutor<'_>,
+    leases: &[(Uuid, i64)],
+) -> Result<u64, StoreError> {
+    let (ids, tokens): (Vec<Uuid>, Vec<i64>) = leases.iter().copied().unzip();
+    let result = sqlx::query!(
+        r#"
+        update distributions d
+        set next_check_at = now(), lease_token = d.lease_token + 1
+        from unnest($1::uuid[], $2::int8[]) as held(id, lease_token)
+        where d.id = held.id and d.lease_token = held.lease_token
+          and d.next_check_at is not null
+        "#,
+        &ids,
+        &tokens,
+    )
+    .execute(executor)
+    .await?;
+    Ok(result.rows_affected())
+}

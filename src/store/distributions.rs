@@ -1,0 +1,298 @@
+//! Rows of the `distributions` table as the API sees them.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgExecutor, PgPool};
+use uuid::Uuid;
+
+use super::StoreError;
+use crate::lifecycle::{Intent, Status};
+use crate::spec::DistributionSpec;
+
+/// One managed distribution.
+#[derive(Clone, Debug)]
+pub struct Distribution {
+    pub id: Uuid,
+    pub owner: String,
+    pub spec: DistributionSpec,
+    pub status: Status,
+    pub intent: Intent,
+    pub caller_reference: String,
+    pub create_attempted: bool,
+    pub cloudfront_id: Option<String>,
+    pub arn: Option<String>,
+    pub domain_name: Option<String>,
+    pub etag: Option<String>,
+    pub cloudfront_status: Option<String>,
+    pub cloudfront_enabled: Option<bool>,
+    pub next_check_at: Option<DateTime<Utc>>,
+    pub lease_token: i64,
+    pub failures: i32,
+    pub checks: i32,
+    pub waiting_since: Option<DateTime<Utc>>,
+    pub disable_confirmed: bool,
+    pub enabled_reads: i32,
+    pub last_error_code: Option<String>,
+    pub last_error_message: Option<String>,
+    pub last_error_at: Option<DateTime<Utc>>,
+    pub overdue: bool,
+    pub delete_requested_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub deleted_at: Option<DateTime<Utc>>,
+    pub version: i64,
+}
+
+/// A row as Postgres returns it, before its text and JSON columns are parsed.
+#[derive(Debug)]
+pub(crate) struct Record {
+    pub id: Uuid,
+    pub owner: String,
+    pub spec: serde_json::Value,
+    pub status: String,
+    pub intent: String,
+    pub caller_reference: String,
+    pub create_attempted: bool,
+    pub cloudfront_id: Option<String>,
+    pub arn: Option<String>,
+    pub domain_name: Option<String>,
+    pub etag: Option<String>,
+    pub cloudfront_status: Option<String>,
+    pub cloudfront_enabled: Option<bool>,
+    pub next_check_at: Option<DateTime<Utc>>,
+    pub lease_token: i64,
+    pub failures: i32,
+    pub checks: i32,
+    pub waiting_since: Option<DateTime<Utc>>,
+    pub disable_confirmed: bool,
+    pub enabled_reads: i32,
+    pub last_error_code: Option<String>,
+    pub last_error_message: Option<String>,
+    pub last_error_at: Option<DateTime<Utc>>,
+    pub overdue: bool,
+    pub delete_requested_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub deleted_at: Option<DateTime<Utc>>,
+    pub version: i64,
+    /// The database's clock when the row was read.
+    pub db_now: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<Record> for Distribution {
+    type Error = StoreError;
+
+    fn try_from(record: Record) -> Result<Self, StoreError> {
+        let corrupt = |detail: String| StoreError::Corrupt {
+            id: record.id,
+            detail,
+        };
+        let status = Status::parse(&record.status)
+            .ok_or_else(|| corrupt(format!("unknown status {:?}", record.status)))?;
+        let intent = Intent::parse(&record.intent)
+            .ok_or_else(|| corrupt(format!("unknown intent {:?}", record.intent)))?;
+        let spec = serde_json::from_value(record.spec.clone())
+            .map_err(|error| corrupt(format!("spec does not parse: {error}")))?;
+
+        Ok(Distribution {
+            id: record.id,
+            owner: record.owner,
+            spec,
+            status,
+            intent,
+            caller_reference: record.caller_reference,
+            create_attempted: record.create_attempted,
+            cloudfront_id: record.cloudfront_id,
+            arn: record.arn,
+            domain_name: record.domain_name,
+            etag: record.etag,
+            cloudfront_status: record.cloudfront_status,
+            cloudfront_enabled: record.cloudfront_enabled,
+            next_check_at: record.next_check_at,
+            lease_token: record.lease_token,
+            failures: record.failures,
+            checks: record.checks,
+            waiting_since: record.waiting_since,
+            disable_confirmed: record.disable_confirmed,
+            enabled_reads: record.enabled_reads,
+            last_error_code: record.last_error_code,
+            last_error_message: record.last_error_message,
+            last_error_at: record.last_error_at,
+            overdue: record.overdue,
+            delete_requested_at: record.delete_requested_at,
+            created_at: record.created_at,
+            updated_at: record.updated_at,
+            deleted_at: record.deleted_at,
+            version: record.version,
+        })
+    }
+}
+
+/// Records a new distribution, due for its first check at once, with its first history row.
+pub async fn insert(
+    executor: impl PgExecutor<'_>,
+    id: Uuid,
+    owner: &str,
+    spec: &DistributionSpec,
+    caller_reference: &str,
+) -> Result<Distribution, StoreError> {
+    let spec = serde_json::to_value(spec).expect("a spec always serializes");
+    let record = sqlx::query_as!(
+        Record,
+        r#"
+        with inserted as (
+            insert into distributions (id, owner, spec, status, caller_reference, next_check_at)
+            values ($1, $2, $3, 'creating', $4, now())
+            returning *
+        ), event as (
+            insert into distribution_events (distribution_id, from_status, to_status, reason)
+            select id, null, status, 'create requested' from inserted
+        )
+        select *, now() as "db_now?" from inserted
+        "#,
+        id,
+        owner,
+        spec,
+        caller_reference,
+    )
+    .fetch_one(executor)
+    .await?;
+    record.try_into()
+}
+
+/// Fetches one of `owner`'s distributions.
+pub async fn get_for_owner(
+    executor: impl PgExecutor<'_>,
+    id: Uuid,
+    owner: &str,
+) -> Result<Option<Distribution>, StoreError> {
+    let record = sqlx::query_as!(
+        Record,
+        r#"select *, now() as "db_now?" from distributions where id = $1 and owner = $2"#,
+        id,
+        owner
+    )
+    .fetch_optional(executor)
+    .await?;
+    record.map(Distribution::try_from).transpose()
+}
+
+/// Fetches a distribution whoever owns it (for the worker and operators).
+pub async fn get(executor: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Distribution>, StoreError> {
+    let record = sqlx::query_as!(Record, r#"select *, now() as "db_now?" from distributions where id = $1"#, id)
+        .fetch_optional(executor)
+        .await?;
+    record.map(Distribution::try_from).transpose()
+}
+
+/// Which of an owner's distributions to list, newest first.
+#[derive(Clone, Debug, Default)]
+pub struct ListFilter {
+    pub status: Option<Status>,
+    /// Continue after this (created_at, id) position.
+    pub after: Option<(DateTime<Utc>, Uuid)>,
+    pub limit: i64,
+}
+
+pub async fn list_for_owner(
+    executor: impl PgExecutor<'_>,
+    owner: &str,
+    filter: &ListFilter,
+) -> Result<Vec<Distribution>, StoreError> {
+    let (after_created, after_id) = filter.after.unzip();
+    let records = sqlx::query_as!(
+        Record,
+        r#"
+        select *, now() as "db_now?" from distributions
+        where owner = $1
+          and ($2::text is null or status = $2)
+          and ($3::timestamptz is null or (created_at, id) < ($3, $4))
+        order by created_at desc, id desc
+        limit $5
+        "#,
+        owner,
+        filter.status.map(Status::as_str),
+        after_created,
+        after_id,
+        filter.limit,
+    )
+    .fetch_all(executor)
+    .await?;
+    records.into_iter().map(Distribution::try_from).collect()
+}
+
+/// What became of a delete request.
+#[derive(Debug)]
+pub enum DeleteOutcome {
+    /// The intent was recorded (or was already recorded) and the row is as returned.
+    Accepted(Distribution),
+    /// No such distribution for this owner.
+    NotFound,
+}
+
+/// Records that `owner` wants the distribution deleted (or, with `retain`, disabled and
+/// kept) and makes it due at once. Asking again is harmless: a row already on its way is
+/// left alone, and a failed one is put back into the lifecycle. Changing the intent bumps
+/// the lease token, so an in-flight check cannot overwrite it.
+pub async fn request_delete(
+    pool: &PgPool,
+    id: Uuid,
+    owner: &str,
+    intent: Intent,
+) -> Result<DeleteOutcome, StoreError> {
+    let mut transaction = pool.begin().await?;
+
+    let current = sqlx::query!(
+        "select status, intent from distributions where id = $1 and owner = $2 for update",
+        id,
+        owner
+    )
+    .fetch_optional(&mut *transaction)
+    .await?;
+    let Some(current) = current else {
+        return Ok(DeleteOutcome::NotFound);
+    };
+
+    let already_requested = current.intent == intent.as_str() && current.status != "failed";
+    let finished = current.status == "deleted";
+    if !already_requested && !finished {
+        let reason = if intent == Intent::Retain {
+            "disable and retain requested"
+        } else {
+            "deletion requested"
+        };
+        sqlx::query!(
+            r#"
+            with updated as (
+                update distributions
+                set intent = $2,
+                    delete_requested_at = coalesce(delete_requested_at, now()),
+                    next_check_at = now(),
+                    lease_token = lease_token + 1,
+                    failures = 0,
+                    status = case when status = 'failed' then
+                        case when cloudfront_id is null then 'creating' else 'disabling' end
+                        else status end,
+                    version = version + 1,
+                    updated_at = now()
+                where id = $1
+                returning id, status
+            )
+            insert into distribution_events (distribution_id, from_status, to_status, reason)
+            select id, $3, status, $4 from updated
+            "#,
+            id,
+            intent.as_str(),
+            current.status,
+            reason,
+        )
+        .execute(&mut *transaction)
+        .await?;
+        super::notify_work(&mut *transaction).await?;
+    }
+
+    let row = get(&mut *transaction, id)
+        .await?
+        .expect("the row was locked in this transaction");
+    transaction.commit().await?;
+    Ok(DeleteOutcome::Accepted(row))
+}

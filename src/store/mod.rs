@@ -1,0 +1,44 @@
+//! Postgres queries. Every time that decides when a row is due comes from the database's
+//! clock (`now()`), never from a replica's, so replicas with skewed clocks agree.
+
+pub mod claims;
+pub mod distributions;
+pub mod events;
+pub mod notify;
+
+pub use distributions::{Distribution, ListFilter};
+pub use events::Event;
+
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+/// The channel the API notifies when it records new work, so idle workers wake at once.
+pub const WORK_CHANNEL: &str = "cloudfront_lifecycle_work";
+
+/// Errors from the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("row {id} holds invalid data: {detail}")]
+    Corrupt { id: uuid::Uuid, detail: String },
+}
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Opens a pool; connections are made lazily, so start-up does not wait for the database.
+pub fn connect_lazy(database_url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(std::time::Duration::from_secs(5))
+        .connect_lazy(database_url)
+}
+
+/// Wakes idle workers on every replica. The payload is empty: workers re-read the table,
+/// which stays the source of truth, so a lost notification only delays work.
+pub async fn notify_work(executor: impl sqlx::PgExecutor<'_>) -> Result<(), sqlx::Error> {
+    sqlx::query!("select pg_notify($1, '')", WORK_CHANNEL)
+        .execute(executor)
+        .await?;
+    Ok(())
+}
