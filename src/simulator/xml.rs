@@ -240,21 +240,14 @@ fn parse_children(body: &str, root: &str) -> Result<Vec<(String, String)>, ApiEr
             }
             Event::End(_) => {
                 depth = depth.saturating_sub(1);
-                if depth == 1 {
-                    if let Some((name, start)) = child.take() {
-                        children.push((name, body[start..event_end].to_string()));
-                    }
+                if depth == 1
+                    && let Some((name, start)) = child.take()
+                {
+                    children.push((name, body[start..event_end].to_string()));
                 }
             }
-            Event::Text(text) if depth == 0 => {
-                if !text
-                    .unescape()
-                    .map_err(ApiError::malformed_xml)?
-                    .trim()
-                    .is_empty()
-                {
-                    return Err(ApiError::malformed_xml("text outside the root element"));
-                }
+            Event::Text(text) if depth == 0 && !text.iter().all(u8::is_ascii_whitespace) => {
+                return Err(ApiError::malformed_xml("text outside the root element"));
             }
             Event::Eof => break,
             _ => {}
