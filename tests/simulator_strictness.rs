@@ -14,7 +14,7 @@ use cloudfront_lifecycle::simulator::{
     DeployTime, DistributionStatus, ExternalChange, Simulator, SimulatorServer, SimulatorSettings,
 };
 
-/// Long enough that a test never sees the deploy finish by accident.
+/// Long enough that no test observes the deploy finishing.
 const LONG_DEPLOY: Duration = Duration::from_secs(600);
 const POLL_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -29,7 +29,7 @@ async fn start(deploy_time: Duration) -> (Simulator, SimulatorServer, Client) {
     (simulator, server, client)
 }
 
-/// Builds a client with retries off, so each test sees the simulator's raw answers.
+/// Builds a client with retries off, so each test gets the simulator's errors unretried.
 fn client(endpoint: &str) -> Client {
     let config = aws_sdk_cloudfront::Config::builder()
         .behavior_version(BehaviorVersion::latest())

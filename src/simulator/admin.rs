@@ -25,7 +25,7 @@
 //!   the next `count` calls fail with that error before doing anything.
 //! - `POST /__simulator/faults/lost-responses`, body
 //!   `{"operation": "CreateDistribution", "count": 1, "mode": "internal_error"}`:
-//!   the next `count` successful calls apply their change, then answer 500
+//!   the next `count` successful calls apply their change, then return 500
 //!   InternalError (`internal_error`) or cut the response off mid-body
 //!   (`drop_connection`).
 //! - `PUT /__simulator/faults/latency`, body `{"latency_ms": 250}`: delay every call.

@@ -18,7 +18,7 @@ pub struct CallRecord {
     pub distribution_id: Option<String>,
     pub if_match: Option<String>,
     /// The HTTP status the operation produced. When the response was lost this is
-    /// the status the client would have seen; `response_lost` says what it got instead.
+    /// the status the client would have seen; `response_lost` records what it got instead.
     pub http_status: u16,
     pub error_code: Option<String>,
     pub time: DateTime<Utc>,

@@ -5,7 +5,8 @@ use std::fmt::Write;
 use chrono::{DateTime, SecondsFormat, Utc};
 use quick_xml::escape::escape;
 
-use super::xml::{ConfigXml, Tag};
+use super::tags::Tag;
+use super::xml::ConfigXml;
 
 const NAMESPACE: &str = "http://cloudfront.amazonaws.com/doc/2020-05-31/";
 const DECLARATION: &str = r#"<?xml version="1.0" encoding="UTF-8"?>"#;
@@ -30,7 +31,7 @@ pub struct ListPage<'a> {
 }
 
 /// Config elements a `DistributionSummary` repeats, in the order of the API model,
-/// with the value CloudFront uses when the config leaves the element out.
+/// with the default written when the config leaves the element out.
 const SUMMARY_ELEMENTS: &[(&str, &str)] = &[
     ("Aliases", "<Aliases><Quantity>0</Quantity></Aliases>"),
     ("Origins", ""),

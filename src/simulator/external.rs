@@ -8,7 +8,8 @@ use quick_xml::escape::escape;
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
-use super::xml::{ConfigXml, Tag};
+use super::tags::Tag;
+use super::xml::ConfigXml;
 use super::{DistributionView, Simulator};
 
 /// A distribution created directly, not through the API.

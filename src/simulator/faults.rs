@@ -48,11 +48,11 @@ pub struct InjectedError {
     pub message: String,
 }
 
-/// How a call whose change was applied loses its response.
+/// The way a call loses its response after its change was applied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LostResponseMode {
-    /// Answer 500 InternalError.
+    /// Return 500 InternalError.
     InternalError,
     /// Send the status line and headers, then fail the body so the connection is reset.
     DropConnection,

@@ -1,7 +1,7 @@
 //! A strict, in-memory CloudFront control-plane server speaking the REST-XML API
 //! (version 2020-05-31), for testing code that drives CloudFront through any AWS client.
 //!
-//! Unlike moto, it changes the ETag on every change, keeps each change `InProgress`
+//! Unlike moto 5.2.5, it changes the ETag on every change, keeps each change `InProgress`
 //! for a deploy time, rejects deleting distributions that are enabled or still
 //! deploying, and can inject the failures CloudFront shows in production. Faults and
 //! inspection are available as methods on [`Simulator`] and over HTTP under
@@ -10,12 +10,14 @@
 mod admin;
 mod calls;
 mod deploy;
+mod dispatch;
 mod documents;
 mod error;
 mod external;
 mod faults;
 mod routes;
 mod state;
+mod tags;
 mod xml;
 
 use std::collections::BTreeMap;
@@ -37,7 +39,7 @@ pub use faults::{
     InjectedError, LostResponse, LostResponseMode, Operation, RateLimit, RateLimits, StaleReads,
 };
 pub use state::DistributionStatus;
-pub use xml::Tag;
+pub use tags::Tag;
 
 use calls::CallLog;
 use deploy::DeploySampler;

@@ -1,20 +1,19 @@
 //! CloudFront API routes under `/2020-05-31/`, with faults applied around each call.
 
 use std::collections::HashMap;
-use std::time::Instant;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use chrono::{DateTime, Utc};
 
-use super::calls::CallRecord;
+use super::dispatch::{Reply, serve};
 use super::documents;
 use super::error::ApiError;
-use super::faults::{LostResponseMode, Operation};
+use super::faults::Operation;
+use super::tags;
 use super::xml::{self, ConfigXml};
 use super::{Inner, Simulator};
 
@@ -34,138 +33,6 @@ pub fn router(simulator: Simulator) -> Router {
         .route("/2020-05-31/tagging", get(list_tags).post(tag_or_untag))
         .fallback(unsupported)
         .with_state(simulator)
-}
-
-/// A successful result before faults are applied to it.
-struct Reply {
-    status: StatusCode,
-    etag: Option<String>,
-    location: Option<String>,
-    body: Option<String>,
-    /// The distribution a create made, for the call log.
-    created_id: Option<String>,
-}
-
-impl Reply {
-    fn ok(body: String, etag: Option<String>) -> Self {
-        Self {
-            status: StatusCode::OK,
-            etag,
-            location: None,
-            body: Some(body),
-            created_id: None,
-        }
-    }
-
-    fn empty(status: StatusCode) -> Self {
-        Self {
-            status,
-            etag: None,
-            location: None,
-            body: None,
-            created_id: None,
-        }
-    }
-
-    fn into_response(self) -> Response {
-        let mut response = match self.body {
-            Some(body) => (self.status, [(header::CONTENT_TYPE, "text/xml")], body).into_response(),
-            None => self.status.into_response(),
-        };
-        let headers = response.headers_mut();
-        for (name, value) in [("ETag", self.etag), ("Location", self.location)] {
-            if let Some(value) = value.and_then(|value| value.parse().ok()) {
-                headers.insert(name, value);
-            }
-        }
-        response
-    }
-}
-
-/// Serves one call: latency, rate limit, injected errors, the action itself, lost
-/// responses, and the call log, in that order.
-async fn serve(
-    simulator: &Simulator,
-    operation: Operation,
-    distribution_id: Option<String>,
-    if_match: Option<String>,
-    action: impl FnOnce(&mut Inner, DateTime<Utc>) -> Result<Reply, ApiError>,
-) -> Response {
-    let latency = simulator.lock().faults.latency;
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
-    }
-
-    let mut inner = simulator.lock();
-    let now = Utc::now();
-    let observed = distribution_id
-        .as_deref()
-        .and_then(|id| inner.store.distributions.get(id))
-        .map(|distribution| {
-            (
-                distribution.current.enabled(),
-                distribution.current.status(now),
-            )
-        });
-    let outcome = inner
-        .faults
-        .check_rate(operation, Instant::now())
-        .and_then(|()| inner.faults.take_error(operation))
-        .and_then(|()| action(&mut inner, now));
-    let lost = match outcome {
-        Ok(_) => inner.faults.take_lost_response(operation),
-        Err(_) => None,
-    };
-
-    let (http_status, error_code) = match &outcome {
-        Ok(reply) => (reply.status.as_u16(), None),
-        Err(error) => (error.status, Some(error.code.clone())),
-    };
-    let logged_id = match &outcome {
-        Ok(Reply {
-            created_id: Some(id),
-            ..
-        }) => Some(id.clone()),
-        _ => distribution_id.clone(),
-    };
-    tracing::debug!(?operation, id = ?logged_id, http_status, ?error_code, ?lost, "CloudFront call");
-    inner.calls.record(CallRecord {
-        sequence: 0,
-        operation,
-        distribution_id: logged_id,
-        if_match,
-        http_status,
-        error_code,
-        time: now,
-        enabled: observed.map(|(enabled, _)| enabled),
-        status: observed.map(|(_, status)| status),
-        response_lost: lost,
-    });
-    drop(inner);
-
-    match (outcome, lost) {
-        (Err(error), _) => error.into_response(),
-        (Ok(_), Some(LostResponseMode::InternalError)) => {
-            ApiError::internal_error().into_response()
-        }
-        (Ok(_), Some(LostResponseMode::DropConnection)) => broken_response(),
-        (Ok(reply), None) => reply.into_response(),
-    }
-}
-
-/// Returns a 200 response whose body fails after its first byte; hyper then aborts
-/// the connection, so the client sees the response cut off.
-fn broken_response() -> Response {
-    let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
-        Ok(Bytes::from_static(b"<")),
-        Err(std::io::Error::other("simulated lost response")),
-    ];
-    let mut response = Response::new(Body::from_stream(futures::stream::iter(chunks)));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        "text/xml".parse().expect("static header value"),
-    );
-    response
 }
 
 fn if_match(headers: &HeaderMap) -> Option<String> {
@@ -387,8 +254,8 @@ async fn tag_or_untag(
         let arn = resource(&params)?;
         let body = utf8(&body)?;
         match operation {
-            Operation::TagResource => inner.store.tag(arn, xml::parse_tags(body)?)?,
-            _ => inner.store.untag(arn, &xml::parse_tag_keys(body)?)?,
+            Operation::TagResource => inner.store.tag(arn, tags::parse_tags(body)?)?,
+            _ => inner.store.untag(arn, &tags::parse_tag_keys(body)?)?,
         }
         Ok(Reply::empty(StatusCode::NO_CONTENT))
     })

@@ -11,12 +11,11 @@ use serde::Serialize;
 use super::deploy::{DeploySampler, DeployTime};
 use super::documents::DistributionFacts;
 use super::error::ApiError;
-use super::xml::{ConfigXml, Tag};
+use super::tags::{Tag, check_tag_count};
+use super::xml::ConfigXml;
 
 const ACCOUNT_ID: &str = "123456789012";
 const ID_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-/// Tags per resource, from CloudFront's published quotas.
-const MAX_TAGS: usize = 50;
 
 /// `Status` of a distribution as CloudFront reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -141,19 +140,6 @@ impl Store {
         self.distributions
             .get(id)
             .ok_or_else(|| ApiError::no_such_distribution(id))
-    }
-
-    pub fn find_by_arn(&self, arn: &str) -> Result<&Distribution, ApiError> {
-        self.distributions
-            .values()
-            .find(|distribution| distribution.arn == arn)
-            .ok_or_else(|| {
-                ApiError::new(
-                    404,
-                    "NoSuchResource",
-                    format!("The resource {arn} does not exist."),
-                )
-            })
     }
 
     fn check_aliases(&self, config: &ConfigXml, own_id: Option<&str>) -> Result<(), ApiError> {
@@ -318,42 +304,6 @@ impl Store {
         self.distributions.remove(id);
         Ok(())
     }
-
-    /// Adds or replaces tags on the resource `arn`, as TagResource does.
-    pub fn tag(&mut self, arn: &str, tags: Vec<Tag>) -> Result<(), ApiError> {
-        let id = self.find_by_arn(arn)?.id.clone();
-        let distribution = self.distributions.get_mut(&id).expect("found by ARN above");
-        let mut merged = distribution.tags.clone();
-        for tag in tags {
-            merged.retain(|existing| existing.key != tag.key);
-            merged.push(tag);
-        }
-        check_tag_count(&merged)?;
-        distribution.tags = merged;
-        Ok(())
-    }
-
-    /// Removes tags by key from the resource `arn`, as UntagResource does.
-    pub fn untag(&mut self, arn: &str, keys: &[String]) -> Result<(), ApiError> {
-        let id = self.find_by_arn(arn)?.id.clone();
-        let distribution = self.distributions.get_mut(&id).expect("found by ARN above");
-        distribution.tags.retain(|tag| !keys.contains(&tag.key));
-        Ok(())
-    }
-}
-
-fn check_tag_count(tags: &[Tag]) -> Result<(), ApiError> {
-    if tags.len() > MAX_TAGS {
-        return Err(ApiError::new(
-            400,
-            "InvalidTagging",
-            format!(
-                "A resource can have at most {MAX_TAGS} tags, got {}.",
-                tags.len()
-            ),
-        ));
-    }
-    Ok(())
 }
 
 /// Adds `duration` to `time`, saturating at the latest representable time.

@@ -8,6 +8,7 @@ use quick_xml::Reader;
 use quick_xml::events::Event;
 
 use super::error::ApiError;
+use super::tags::{Tag, parse_tags};
 
 pub use super::documents::error_document;
 
@@ -21,14 +22,6 @@ pub struct ConfigXml {
 struct ConfigElement {
     name: String,
     raw: String,
-}
-
-/// A resource tag; CloudFront allows a tag without a value.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Tag {
-    pub key: String,
-    #[serde(default)]
-    pub value: Option<String>,
 }
 
 impl ConfigXml {
@@ -152,63 +145,9 @@ pub fn parse_config_with_tags(body: &str) -> Result<(ConfigXml, Vec<Tag>), ApiEr
     Ok((config, tags))
 }
 
-/// Parses a `Tags` document (`Tags/Items/Tag/{Key,Value}`).
-pub fn parse_tags(body: &str) -> Result<Vec<Tag>, ApiError> {
-    let mut reader = Reader::from_str(body);
-    let mut tags = Vec::new();
-    let mut current: Option<Tag> = None;
-    let mut field: Option<String> = None;
-    loop {
-        match reader.read_event().map_err(ApiError::malformed_xml)? {
-            Event::Start(start) => {
-                let name = local_name(start.local_name().as_ref());
-                if name == "Tag" {
-                    current = Some(Tag {
-                        key: String::new(),
-                        value: None,
-                    });
-                }
-                field = Some(name);
-            }
-            Event::Text(text) => {
-                let value = text.unescape().map_err(ApiError::malformed_xml)?;
-                if let (Some(tag), Some(name)) = (current.as_mut(), field.as_deref()) {
-                    match name {
-                        "Key" => tag.key.push_str(&value),
-                        "Value" => tag.value.get_or_insert_default().push_str(&value),
-                        _ => {}
-                    }
-                }
-            }
-            Event::End(end) => {
-                field = None;
-                if local_name(end.local_name().as_ref()) == "Tag" {
-                    tags.extend(current.take());
-                }
-            }
-            Event::Eof => break,
-            _ => {}
-        }
-    }
-    if tags.iter().any(|tag| tag.key.is_empty()) {
-        return Err(ApiError::new(
-            400,
-            "InvalidTagging",
-            "A tag key is missing or empty.",
-        ));
-    }
-    Ok(tags)
-}
-
-/// Parses a `TagKeys` document (`TagKeys/Items/Key`).
-pub fn parse_tag_keys(body: &str) -> Result<Vec<String>, ApiError> {
-    parse_children(body, "TagKeys")?;
-    Ok(descendant_texts(body, "Key"))
-}
-
 /// Parses `body`, checks that its root element is `root` and returns each child
 /// element of the root as `(local name, raw XML)`.
-fn parse_children(body: &str, root: &str) -> Result<Vec<(String, String)>, ApiError> {
+pub(super) fn parse_children(body: &str, root: &str) -> Result<Vec<(String, String)>, ApiError> {
     let mut reader = Reader::from_str(body);
     let mut children = Vec::new();
     let mut depth = 0usize;
@@ -279,7 +218,7 @@ fn check_root(name: &str, expected: &str, seen_root: bool) -> Result<(), ApiErro
 }
 
 /// Returns the text of every element named `name` anywhere in `raw`.
-fn descendant_texts(raw: &str, name: &str) -> Vec<String> {
+pub(super) fn descendant_texts(raw: &str, name: &str) -> Vec<String> {
     let mut reader = Reader::from_str(raw);
     let mut texts = Vec::new();
     let mut inside = false;
@@ -310,6 +249,6 @@ fn descendant_texts(raw: &str, name: &str) -> Vec<String> {
     texts
 }
 
-fn local_name(bytes: &[u8]) -> String {
+pub(super) fn local_name(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
