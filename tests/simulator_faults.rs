@@ -322,13 +322,13 @@ async fn latency_delays_each_call() {
 async fn call_log_records_state_at_delete() {
     let (simulator, _server, client) = start().await;
     let (id, etag) = create(&client, "log-1", true).await;
-    let refused = client
+    let rejected = client
         .delete_distribution()
         .id(&id)
         .if_match(&etag)
         .send()
         .await;
-    assert!(refused.is_err());
+    assert!(rejected.is_err());
     let etag = update_enabled(&client, &id, false).await;
     client
         .delete_distribution()
@@ -539,5 +539,76 @@ async fn server_shutdown_stops_serving() {
     assert!(
         matches!(result, Err(SdkError::DispatchFailure(_))),
         "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn admin_api_arms_each_fault() {
+    let (simulator, server, client) = start().await;
+    let (id, _) = create(&client, "admin-faults-1", true).await;
+    let http = reqwest::Client::new();
+    let base = format!("{}/__simulator", server.endpoint());
+    let requests = [
+        (
+            "POST",
+            "faults/errors",
+            json!({"operation": "ListDistributions", "count": 1, "status": 503, "code": "ServiceUnavailable", "message": "Try again."}),
+        ),
+        (
+            "POST",
+            "faults/lost-responses",
+            json!({"operation": "TagResource", "count": 1, "mode": "drop_connection"}),
+        ),
+        ("PUT", "faults/latency", json!({"latency_ms": 0})),
+        (
+            "POST",
+            "faults/stale-reads",
+            json!({"distribution_id": id, "count": 1}),
+        ),
+        (
+            "PUT",
+            "faults/rate-limits",
+            json!({"mutating": {"rate_per_second": 5.0, "burst": 10}, "read": null}),
+        ),
+        (
+            "PUT",
+            "deploy-time",
+            json!({"random": {"min": 0, "median": 10, "max": 20, "seed": 3}}),
+        ),
+        (
+            "PUT",
+            &format!("distributions/{id}/deploy-time"),
+            json!({"fixed": 0}),
+        ),
+    ];
+    for (method, path, body) in requests {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let response = http
+            .request(method, format!("{base}/{path}"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 204, "{path}");
+    }
+
+    let error = client.list_distributions().send().await.unwrap_err();
+    let code = error
+        .as_service_error()
+        .and_then(|e| e.meta().code())
+        .map(str::to_string);
+    assert_eq!(
+        code.as_deref(),
+        Some("ServiceUnavailable"),
+        "injected error applies"
+    );
+    let cleared = http.delete(format!("{base}/faults")).send().await.unwrap();
+    assert_eq!(cleared.status().as_u16(), 204);
+    let listed = client.list_distributions().send().await;
+    assert!(listed.is_ok(), "faults cleared: {listed:?}");
+    assert_eq!(
+        simulator.calls().len(),
+        3,
+        "create and two lists were logged"
     );
 }

@@ -7,11 +7,13 @@ use aws_sdk_cloudfront::Client;
 use aws_sdk_cloudfront::config::retry::RetryConfig;
 use aws_sdk_cloudfront::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_cloudfront::types::{
-    CustomOriginConfig, DefaultCacheBehavior, DistributionConfig, DistributionConfigWithTags,
-    Origin, OriginProtocolPolicy, Origins, Tag, Tags, ViewerProtocolPolicy,
+    Aliases, CustomOriginConfig, DefaultCacheBehavior, DistributionConfig,
+    DistributionConfigWithTags, Origin, OriginProtocolPolicy, Origins, Tag, Tags,
+    ViewerProtocolPolicy,
 };
 use cloudfront_lifecycle::simulator::{
-    DeployTime, DistributionStatus, ExternalChange, Simulator, SimulatorServer, SimulatorSettings,
+    DeployTime, DistributionStatus, ExternalChange, ExternalCreate, Simulator, SimulatorServer,
+    SimulatorSettings,
 };
 
 /// Long enough that no test observes the deploy finishing.
@@ -593,4 +595,55 @@ async fn admin_view_tracks_status() {
     assert_eq!(view.etag, etag);
     assert!(view.enabled);
     assert_eq!(view.caller_reference, "view-1");
+}
+
+#[tokio::test]
+async fn create_alias_held_by_disabled_fails_409() {
+    let (simulator, _server, client) = start(Duration::ZERO).await;
+    simulator
+        .external_create(ExternalCreate {
+            enabled: false,
+            aliases: vec!["www.example.com".into()],
+            ..Default::default()
+        })
+        .unwrap();
+    let mut config = distribution_config("alias-1", true);
+    config.aliases = Some(
+        Aliases::builder()
+            .quantity(1)
+            .items("www.example.com")
+            .build()
+            .unwrap(),
+    );
+
+    let error = client
+        .create_distribution()
+        .distribution_config(config)
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(error.is_cname_already_exists(), "{error:?}");
+    assert_eq!(simulator.distributions().len(), 1, "nothing was created");
+}
+
+#[tokio::test]
+async fn create_above_quota_fails_400() {
+    let simulator = Simulator::new(SimulatorSettings {
+        max_distributions: 1,
+        ..SimulatorSettings::default()
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = simulator.spawn(listener).await.unwrap();
+    let client = client(&server.endpoint());
+    create(&client, "quota-1").await;
+
+    let error = client
+        .create_distribution()
+        .distribution_config(distribution_config("quota-2", true))
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(error.is_too_many_distributions(), "{error:?}");
 }
