@@ -55,6 +55,8 @@ pub struct RunningService {
     pub backend: Backend,
     /// The embedded simulator, for inspection in tests.
     pub simulator: Option<Simulator>,
+    /// The embedded simulator's URL.
+    pub simulator_endpoint: Option<String>,
     pub shutdown: CancellationToken,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
     _simulator_server: Option<SimulatorServer>,
@@ -92,8 +94,7 @@ pub async fn start(
         info!("database migrations applied");
     }
 
-    let (cloudfront, backend, simulator, simulator_server) =
-        connect_cloudfront(&settings).await?;
+    let (cloudfront, backend, simulator, simulator_server) = connect_cloudfront(&settings).await?;
     let metrics = crate::telemetry::metrics_handle();
     metrics::gauge!("cloudfront_lifecycle_backend_info", "backend" => backend.name(), "simulated" => backend.is_simulated().to_string())
         .set(1.0);
@@ -138,6 +139,7 @@ pub async fn start(
         address,
         pool,
         backend,
+        simulator_endpoint: simulator_server.as_ref().map(SimulatorServer::endpoint),
         simulator,
         shutdown,
         tasks,
@@ -147,11 +149,17 @@ pub async fn start(
 
 async fn connect_cloudfront(
     settings: &ServiceSettings,
-) -> anyhow::Result<(CloudFront, Backend, Option<Simulator>, Option<SimulatorServer>)> {
+) -> anyhow::Result<(
+    CloudFront,
+    Backend,
+    Option<Simulator>,
+    Option<SimulatorServer>,
+)> {
     match &settings.cloudfront {
         CloudFrontTarget::EmbeddedSimulator { deploy_time } => {
             let simulator = Simulator::new(SimulatorSettings {
                 deploy_time: DeployTime::Fixed(*deploy_time),
+                ..SimulatorSettings::default()
             });
             let listener = TcpListener::bind("127.0.0.1:0")
                 .await
@@ -163,14 +171,21 @@ async fn connect_cloudfront(
                 "CloudFront is SIMULATED: calls go to the embedded simulator and no real distribution is managed; set CLOUDFRONT_BACKEND=aws for AWS"
             );
             let cloudfront = CloudFront::for_endpoint(&server.endpoint(), &settings.calls);
-            Ok((cloudfront, Backend::Simulator, Some(simulator), Some(server)))
+            Ok((
+                cloudfront,
+                Backend::Simulator,
+                Some(simulator),
+                Some(server),
+            ))
         }
         CloudFrontTarget::Aws => {
             let endpoint = std::env::var("AWS_ENDPOINT_URL_CLOUDFRONT")
                 .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
                 .ok();
             match &endpoint {
-                Some(url) => warn!(endpoint = %url, "CloudFront calls go to an overridden endpoint, not AWS's"),
+                Some(url) => {
+                    warn!(endpoint = %url, "CloudFront calls go to an overridden endpoint, not AWS's")
+                }
                 None => info!("CloudFront calls go to AWS"),
             }
             let cloudfront = CloudFront::from_environment(&settings.calls).await;

@@ -13,7 +13,11 @@ use crate::config::{
 use crate::simulator::{DeployTime, Simulator, SimulatorSettings};
 
 #[derive(Parser, Debug)]
-#[command(name = "cloudfront-lifecycle", version, about = "Creates CloudFront distributions and finishes their deletion in the background.")]
+#[command(
+    name = "cloudfront-lifecycle",
+    version,
+    about = "Creates CloudFront distributions and finishes their deletion in the background."
+)]
 pub struct Cli {
     #[command(flatten)]
     pub log: LogArgs,
@@ -122,11 +126,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             run_service(settings, Some(args.http.bind_addr)).await
         }
         Command::Api(args) => {
-            let settings = service_settings(&args.database, Some(&args.auth), &args.cloudfront, Some(&args.http), None, false);
+            let settings = service_settings(
+                &args.database,
+                Some(&args.auth),
+                &args.cloudfront,
+                Some(&args.http),
+                None,
+                false,
+            );
             run_service(settings, Some(args.http.bind_addr)).await
         }
         Command::Worker(args) => {
-            let settings = service_settings(&args.database, None, &args.cloudfront, None, Some(&args.worker), false);
+            let settings = service_settings(
+                &args.database,
+                None,
+                &args.cloudfront,
+                None,
+                Some(&args.worker),
+                false,
+            );
             run_service(settings, None).await
         }
         Command::Migrate(args) => {
@@ -206,6 +224,7 @@ async fn run_service(settings: ServiceSettings, bind: Option<SocketAddr>) -> any
 async fn run_simulator(args: SimulatorArgs) -> anyhow::Result<()> {
     let simulator = Simulator::new(SimulatorSettings {
         deploy_time: DeployTime::Fixed(seconds(args.deploy_seconds)),
+        ..SimulatorSettings::default()
     });
     let listener = TcpListener::bind(args.bind)
         .await

@@ -87,7 +87,11 @@ pub struct CloudFrontArgs {
     pub cloudfront_max_attempts: u32,
 
     /// Seconds one attempt of a CloudFront call may take.
-    #[arg(long, env = "CLOUDFRONT_ATTEMPT_TIMEOUT_SECONDS", default_value_t = 10.0)]
+    #[arg(
+        long,
+        env = "CLOUDFRONT_ATTEMPT_TIMEOUT_SECONDS",
+        default_value_t = 10.0
+    )]
     pub cloudfront_attempt_timeout_seconds: f64,
 
     /// Seconds a CloudFront call may take across all its attempts.

@@ -23,7 +23,9 @@ pub struct DistributionSpec {
     pub aliases: Vec<String>,
     /// An ACM certificate in us-east-1 covering the aliases.
     #[serde(default)]
-    #[schema(example = "arn:aws:acm:us-east-1:123456789012:certificate/0b1c2d3e-aaaa-bbbb-cccc-0123456789ab")]
+    #[schema(
+        example = "arn:aws:acm:us-east-1:123456789012:certificate/0b1c2d3e-aaaa-bbbb-cccc-0123456789ab"
+    )]
     pub certificate_arn: Option<String>,
     /// Free text shown in the CloudFront console; at most 128 characters.
     #[serde(default)]
@@ -143,7 +145,10 @@ impl DistributionSpec {
         if self.aliases.len() > MAX_ALIASES {
             errors.push(FieldError::new(
                 "/aliases",
-                format!("at most {MAX_ALIASES} aliases are allowed, got {}", self.aliases.len()),
+                format!(
+                    "at most {MAX_ALIASES} aliases are allowed, got {}",
+                    self.aliases.len()
+                ),
             ));
         }
         let mut seen = std::collections::HashSet::new();
@@ -155,7 +160,10 @@ impl DistributionSpec {
                     "must be a hostname, optionally starting with one wildcard label such as *.example.com",
                 ));
             } else if !seen.insert(alias.to_ascii_lowercase()) {
-                errors.push(FieldError::new(pointer, format!("duplicates alias {alias}")));
+                errors.push(FieldError::new(
+                    pointer,
+                    format!("duplicates alias {alias}"),
+                ));
             }
         }
 
@@ -211,7 +219,9 @@ pub fn is_hostname(name: &str, allow_wildcard: bool) -> bool {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }
 
@@ -298,11 +308,17 @@ mod tests {
     #[test]
     fn s3_endpoint_rules() {
         assert!(is_s3_bucket_endpoint("my-bucket.s3.amazonaws.com"));
-        assert!(is_s3_bucket_endpoint("my-bucket.s3.eu-west-1.amazonaws.com"));
-        assert!(is_s3_bucket_endpoint("my-bucket.s3-eu-west-1.amazonaws.com"));
+        assert!(is_s3_bucket_endpoint(
+            "my-bucket.s3.eu-west-1.amazonaws.com"
+        ));
+        assert!(is_s3_bucket_endpoint(
+            "my-bucket.s3-eu-west-1.amazonaws.com"
+        ));
         assert!(!is_s3_bucket_endpoint("example.com"));
         assert!(!is_s3_bucket_endpoint("My_Bucket.s3.amazonaws.com"));
-        assert!(!is_s3_bucket_endpoint("my-bucket.s3.amazonaws.com.evil.com"));
+        assert!(!is_s3_bucket_endpoint(
+            "my-bucket.s3.amazonaws.com.evil.com"
+        ));
     }
 
     #[test]

@@ -51,7 +51,11 @@ struct Claims {
 }
 
 /// Signs an HS256 token for `subject` that expires `ttl_seconds` from now.
-pub fn issue_token(secret: &[u8], subject: &str, ttl_seconds: u64) -> Result<String, jsonwebtoken::errors::Error> {
+pub fn issue_token(
+    secret: &[u8],
+    subject: &str,
+    ttl_seconds: u64,
+) -> Result<String, jsonwebtoken::errors::Error> {
     let now = jsonwebtoken::get_current_timestamp();
     let claims = Claims {
         sub: subject.to_owned(),
@@ -73,17 +77,22 @@ impl FromRequestParts<AppState> for Owner {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let value = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(|| ApiError::Unauthorized("missing Authorization: Bearer <token> header".to_owned()))?;
+        let value = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
+            ApiError::Unauthorized("missing Authorization: Bearer <token> header".to_owned())
+        })?;
         let token = value
             .to_str()
             .ok()
-            .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
+            .and_then(|value| {
+                value
+                    .strip_prefix("Bearer ")
+                    .or_else(|| value.strip_prefix("bearer "))
+            })
             .map(str::trim)
             .filter(|token| !token.is_empty())
-            .ok_or_else(|| ApiError::Unauthorized("the Authorization header must be Bearer <token>".to_owned()))?;
+            .ok_or_else(|| {
+                ApiError::Unauthorized("the Authorization header must be Bearer <token>".to_owned())
+            })?;
         let authenticator: &Arc<Authenticator> = &state.authenticator;
         let owner = authenticator.verify(token)?;
         tracing::Span::current().record("owner", owner.as_str());

@@ -16,8 +16,8 @@ use super::error::{ApiError, Problem};
 use super::extract::{Json, Path, Query};
 use crate::lifecycle::{Intent, Status};
 use crate::spec::DistributionSpec;
-use crate::store::distributions::{self, DeleteOutcome, ListFilter};
 use crate::store::Distribution;
+use crate::store::distributions::{self, ListFilter};
 
 /// The largest page `GET /v1/distributions` returns.
 pub const MAX_PAGE_SIZE: i64 = 100;
@@ -255,7 +255,12 @@ fn encode_cursor(created_at: DateTime<Utc>, id: Uuid) -> String {
 }
 
 fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
-    let invalid = || ApiError::InvalidParameter("cursor is not one this service issued; pass the next_cursor of a previous page".to_owned());
+    let invalid = || {
+        ApiError::InvalidParameter(
+            "cursor is not one this service issued; pass the next_cursor of a previous page"
+                .to_owned(),
+        )
+    };
     let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
     let text = String::from_utf8(bytes).map_err(|_| invalid())?;
     let (micros, id) = text.split_once('|').ok_or_else(invalid)?;
@@ -300,15 +305,17 @@ pub async fn delete(
     Query(params): Query<DeleteParams>,
     _headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let intent = if params.retain { Intent::Retain } else { Intent::Delete };
-    match distributions::request_delete(&state.pool, id, &owner, intent).await? {
-        DeleteOutcome::NotFound => Err(ApiError::NotFound),
-        DeleteOutcome::Accepted(row) => {
-            tracing::info!(distribution.id = %id, owner = %owner, intent = intent.as_str(), "deletion requested");
-            state.wake_workers();
-            Ok(resource_response(StatusCode::ACCEPTED, row, false))
-        }
-    }
+    let intent = if params.retain {
+        Intent::Retain
+    } else {
+        Intent::Delete
+    };
+    let row = distributions::request_delete(&state.pool, id, &owner, intent)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    tracing::info!(distribution.id = %id, owner = %owner, intent = intent.as_str(), "deletion requested");
+    state.wake_workers();
+    Ok(resource_response(StatusCode::ACCEPTED, row, false))
 }
 
 #[cfg(test)]

@@ -19,10 +19,12 @@ impl From<JsonRejection> for ApiError {
             StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType(
                 "the request body must be JSON with Content-Type: application/json".to_owned(),
             ),
-            StatusCode::UNPROCESSABLE_ENTITY => ApiError::Validation(vec![crate::spec::FieldError {
-                pointer: String::new(),
-                detail,
-            }]),
+            StatusCode::UNPROCESSABLE_ENTITY => {
+                ApiError::Validation(vec![crate::spec::FieldError {
+                    pointer: String::new(),
+                    detail,
+                }])
+            }
             _ => ApiError::MalformedBody(detail),
         }
     }

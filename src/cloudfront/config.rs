@@ -2,9 +2,9 @@
 
 use aws_sdk_cloudfront::types::{
     Aliases, AllowedMethods, CachedMethods, CustomOriginConfig, DefaultCacheBehavior,
-    DistributionConfig, HttpVersion, Method, MinimumProtocolVersion, Origin,
-    OriginProtocolPolicy, OriginSslProtocols, Origins, PriceClass, S3OriginConfig,
-    SslProtocol, SslSupportMethod, ViewerCertificate, ViewerProtocolPolicy,
+    DistributionConfig, HttpVersion, Method, MinimumProtocolVersion, Origin, OriginProtocolPolicy,
+    OriginSslProtocols, Origins, PriceClass, S3OriginConfig, SslProtocol, SslSupportMethod,
+    ViewerCertificate, ViewerProtocolPolicy,
 };
 use aws_smithy_types::error::operation::BuildError;
 

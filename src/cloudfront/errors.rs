@@ -24,9 +24,10 @@ where
             }
         }
         SdkError::TimeoutError(_) => transient("Timeout", "the call timed out"),
-        SdkError::DispatchFailure(failure) => {
-            transient("DispatchFailure", &format!("the request was not sent: {failure:?}"))
-        }
+        SdkError::DispatchFailure(failure) => transient(
+            "DispatchFailure",
+            &format!("the request was not sent: {failure:?}"),
+        ),
         SdkError::ResponseError(failure) => transient(
             "ResponseError",
             &format!("the response was lost or unreadable: {failure:?}"),
@@ -51,9 +52,10 @@ fn transient(code: &str, message: &str) -> CallError {
 /// Maps CloudFront's error code (and, for codes it does not know, the HTTP status) to a class.
 pub fn class_of(code: &str, message: &str, http_status: u16) -> ErrorClass {
     match code {
-        "Throttling" | "ThrottlingException" | "TooManyRequestsException" | "RequestLimitExceeded" => {
-            ErrorClass::Throttled
-        }
+        "Throttling"
+        | "ThrottlingException"
+        | "TooManyRequestsException"
+        | "RequestLimitExceeded" => ErrorClass::Throttled,
         "PreconditionFailed" | "InvalidIfMatchVersion" => ErrorClass::StaleETag,
         "DistributionNotDisabled" => ErrorClass::NotDisabled,
         "NoSuchDistribution" => ErrorClass::NotFound,
@@ -62,7 +64,10 @@ pub fn class_of(code: &str, message: &str, http_status: u16) -> ErrorClass {
             None => ErrorClass::Permanent,
         },
         "InvalidViewerCertificate" => ErrorClass::PermanentUnlessSoon,
-        "ServiceUnavailable" | "InternalError" | "InternalFailure" | "RequestTimeout"
+        "ServiceUnavailable"
+        | "InternalError"
+        | "InternalFailure"
+        | "RequestTimeout"
         | "RequestTimeoutException" => ErrorClass::Transient,
         _ if http_status >= 500 || http_status == 408 => ErrorClass::Transient,
         _ if http_status == 429 => ErrorClass::Throttled,
@@ -109,18 +114,42 @@ mod tests {
 
     #[test]
     fn codes_map_to_classes() {
-        assert_eq!(class_of("Throttling", "Rate exceeded", 400), ErrorClass::Throttled);
-        assert_eq!(class_of("PreconditionFailed", "", 412), ErrorClass::StaleETag);
-        assert_eq!(class_of("InvalidIfMatchVersion", "", 400), ErrorClass::StaleETag);
-        assert_eq!(class_of("DistributionNotDisabled", "", 409), ErrorClass::NotDisabled);
-        assert_eq!(class_of("NoSuchDistribution", "", 404), ErrorClass::NotFound);
-        assert_eq!(class_of("ServiceUnavailable", "", 503), ErrorClass::Transient);
+        assert_eq!(
+            class_of("Throttling", "Rate exceeded", 400),
+            ErrorClass::Throttled
+        );
+        assert_eq!(
+            class_of("PreconditionFailed", "", 412),
+            ErrorClass::StaleETag
+        );
+        assert_eq!(
+            class_of("InvalidIfMatchVersion", "", 400),
+            ErrorClass::StaleETag
+        );
+        assert_eq!(
+            class_of("DistributionNotDisabled", "", 409),
+            ErrorClass::NotDisabled
+        );
+        assert_eq!(
+            class_of("NoSuchDistribution", "", 404),
+            ErrorClass::NotFound
+        );
+        assert_eq!(
+            class_of("ServiceUnavailable", "", 503),
+            ErrorClass::Transient
+        );
         assert_eq!(class_of("Whatever", "", 502), ErrorClass::Transient);
         assert_eq!(class_of("Whatever", "", 408), ErrorClass::Transient);
         assert_eq!(class_of("IllegalUpdate", "", 400), ErrorClass::Permanent);
         assert_eq!(class_of("AccessDenied", "", 403), ErrorClass::Permanent);
-        assert_eq!(class_of("CNAMEAlreadyExists", "", 409), ErrorClass::Permanent);
-        assert_eq!(class_of("TooManyDistributions", "", 400), ErrorClass::Permanent);
+        assert_eq!(
+            class_of("CNAMEAlreadyExists", "", 409),
+            ErrorClass::Permanent
+        );
+        assert_eq!(
+            class_of("TooManyDistributions", "", 400),
+            ErrorClass::Permanent
+        );
         assert_eq!(
             class_of("InvalidViewerCertificate", "", 400),
             ErrorClass::PermanentUnlessSoon

@@ -127,13 +127,12 @@ impl CloudFront {
         caller_reference: &str,
         spec: &DistributionSpec,
     ) -> Result<Remote, CallError> {
-        let config = config::distribution_config(caller_reference, spec).map_err(|error| {
-            CallError {
+        let config =
+            config::distribution_config(caller_reference, spec).map_err(|error| CallError {
                 class: ErrorClass::Permanent,
                 code: "InvalidConfig".to_owned(),
                 message: format!("the distribution config could not be built: {error}"),
-            }
-        })?;
+            })?;
         let tag = Tag::builder()
             .key(ROW_ID_TAG)
             .value(row_id.to_string())

@@ -48,7 +48,10 @@ impl std::str::FromStr for RecheckSchedule {
             .map(|part| part.trim().parse::<f64>())
             .collect::<Result<_, _>>()
             .map_err(|_| invalid())?;
-        if numbers.iter().any(|number| !number.is_finite() || *number <= 0.0) {
+        if numbers
+            .iter()
+            .any(|number| !number.is_finite() || *number <= 0.0)
+        {
             return Err(invalid());
         }
         match (kind, numbers.as_slice()) {

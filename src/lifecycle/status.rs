@@ -52,7 +52,9 @@ impl Status {
     }
 
     pub fn parse(value: &str) -> Option<Status> {
-        Status::ALL.into_iter().find(|status| status.as_str() == value)
+        Status::ALL
+            .into_iter()
+            .find(|status| status.as_str() == value)
     }
 
     /// Whether the row will never change again without a person asking for it.
@@ -94,7 +96,9 @@ impl Intent {
     }
 
     pub fn parse(value: &str) -> Option<Intent> {
-        Intent::ALL.into_iter().find(|intent| intent.as_str() == value)
+        Intent::ALL
+            .into_iter()
+            .find(|intent| intent.as_str() == value)
     }
 
     /// Whether the user wants the distribution disabled (deleted or retained).

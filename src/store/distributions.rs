@@ -177,10 +177,17 @@ pub async fn get_for_owner(
 }
 
 /// Fetches a distribution whoever owns it (for the worker and operators).
-pub async fn get(executor: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Distribution>, StoreError> {
-    let record = sqlx::query_as!(Record, r#"select *, now() as "db_now?" from distributions where id = $1"#, id)
-        .fetch_optional(executor)
-        .await?;
+pub async fn get(
+    executor: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<Distribution>, StoreError> {
+    let record = sqlx::query_as!(
+        Record,
+        r#"select *, now() as "db_now?" from distributions where id = $1"#,
+        id
+    )
+    .fetch_optional(executor)
+    .await?;
     record.map(Distribution::try_from).transpose()
 }
 
@@ -220,25 +227,17 @@ pub async fn list_for_owner(
     records.into_iter().map(Distribution::try_from).collect()
 }
 
-/// What became of a delete request.
-#[derive(Debug)]
-pub enum DeleteOutcome {
-    /// The intent was recorded (or was already recorded) and the row is as returned.
-    Accepted(Distribution),
-    /// No such distribution for this owner.
-    NotFound,
-}
-
 /// Records that `owner` wants the distribution deleted (or, with `retain`, disabled and
 /// kept) and makes it due at once. Asking again is harmless: a row already on its way is
 /// left alone, and a failed one is put back into the lifecycle. Changing the intent bumps
-/// the lease token, so an in-flight check cannot overwrite it.
+/// the lease token, so an in-flight check cannot overwrite it. Returns the row as it is
+/// now, or `None` when the owner has no such distribution.
 pub async fn request_delete(
     pool: &PgPool,
     id: Uuid,
     owner: &str,
     intent: Intent,
-) -> Result<DeleteOutcome, StoreError> {
+) -> Result<Option<Distribution>, StoreError> {
     let mut transaction = pool.begin().await?;
 
     let current = sqlx::query!(
@@ -249,7 +248,7 @@ pub async fn request_delete(
     .fetch_optional(&mut *transaction)
     .await?;
     let Some(current) = current else {
-        return Ok(DeleteOutcome::NotFound);
+        return Ok(None);
     };
 
     let already_requested = current.intent == intent.as_str() && current.status != "failed";
@@ -294,5 +293,5 @@ pub async fn request_delete(
         .await?
         .expect("the row was locked in this transaction");
     transaction.commit().await?;
-    Ok(DeleteOutcome::Accepted(row))
+    Ok(Some(row))
 }

@@ -18,7 +18,10 @@ pub struct Event {
 }
 
 /// Lists a distribution's history, oldest first.
-pub async fn list(executor: impl PgExecutor<'_>, distribution_id: Uuid) -> Result<Vec<Event>, StoreError> {
+pub async fn list(
+    executor: impl PgExecutor<'_>,
+    distribution_id: Uuid,
+) -> Result<Vec<Event>, StoreError> {
     let events = sqlx::query_as!(
         Event,
         r#"

@@ -128,7 +128,9 @@ impl Worker {
                             .increment(rows.len() as u64);
                         for claimed in rows {
                             let id = claimed.row.id;
-                            held.lock().expect("lease map").insert(id, claimed.row.lease_token);
+                            held.lock()
+                                .expect("lease map")
+                                .insert(id, claimed.row.lease_token);
                             let context = self.context.clone();
                             let held = held.clone();
                             in_flight.spawn(async move {
@@ -205,7 +207,11 @@ impl Worker {
 
     async fn drain(&self, mut in_flight: JoinSet<()>, held: Arc<Mutex<HashMap<Uuid, i64>>>) {
         let timeout = self.context.settings.shutdown_timeout;
-        info!(in_flight = in_flight.len(), timeout_seconds = timeout.as_secs_f64(), "worker stopping; letting checks in flight finish");
+        info!(
+            in_flight = in_flight.len(),
+            timeout_seconds = timeout.as_secs_f64(),
+            "worker stopping; letting checks in flight finish"
+        );
         let finished = tokio::time::timeout(timeout, async {
             while in_flight.join_next().await.is_some() {}
         })
@@ -219,7 +225,9 @@ impl Worker {
         if !leases.is_empty() {
             match claims::release(&self.context.pool, &leases).await {
                 Ok(released) => info!(released, "handed unfinished rows back for another worker"),
-                Err(error) => warn!(%error, rows = leases.len(), "handing rows back failed; they come due again when their leases end"),
+                Err(error) => {
+                    warn!(%error, rows = leases.len(), "handing rows back failed; they come due again when their leases end")
+                }
             }
         }
         info!("worker stopped");

@@ -9,8 +9,7 @@ use uuid::Uuid;
 use super::WorkerContext;
 use crate::cloudfront::Remote;
 use crate::lifecycle::{
-    self, Action, CallError, Decision, ErrorClass, Failures, Intent, Observed, Status, Stored,
-    Wait,
+    self, Action, CallError, Decision, ErrorClass, Failures, Intent, Observed, Status, Stored, Wait,
 };
 use crate::store::claims::{self, Claimed, WriteBack};
 use crate::store::{Distribution, StoreError};
@@ -79,7 +78,10 @@ pub async fn check(context: &WorkerContext, claimed: Claimed) -> Result<Outcome,
         calls += 1;
         observed = match action {
             Action::Read => {
-                let cloudfront_id = state.cloudfront_id.clone().expect("Read needs a CloudFront id");
+                let cloudfront_id = state
+                    .cloudfront_id
+                    .clone()
+                    .expect("Read needs a CloudFront id");
                 let result = context.cloudfront.get(&cloudfront_id).await;
                 count_call(context, "GetDistribution", &result);
                 Observed::Read(remember(&mut state, &mut last_read, result))
@@ -103,17 +105,26 @@ pub async fn check(context: &WorkerContext, claimed: Claimed) -> Result<Outcome,
                 Observed::Nothing
             }
             Action::Disable { etag } => {
-                let cloudfront_id = state.cloudfront_id.clone().expect("Disable needs a CloudFront id");
+                let cloudfront_id = state
+                    .cloudfront_id
+                    .clone()
+                    .expect("Disable needs a CloudFront id");
                 let config = last_read
                     .as_ref()
                     .and_then(|remote| remote.config.clone())
                     .expect("Disable follows a read that returned the config");
-                let result = context.cloudfront.disable(&cloudfront_id, &etag, config).await;
+                let result = context
+                    .cloudfront
+                    .disable(&cloudfront_id, &etag, config)
+                    .await;
                 count_call(context, "UpdateDistribution", &result);
                 Observed::Disabled(remember(&mut state, &mut last_read, result))
             }
             Action::Delete { etag } => {
-                let cloudfront_id = state.cloudfront_id.clone().expect("Delete needs a CloudFront id");
+                let cloudfront_id = state
+                    .cloudfront_id
+                    .clone()
+                    .expect("Delete needs a CloudFront id");
                 let result = context.cloudfront.delete(&cloudfront_id, &etag).await;
                 count_call(context, "DeleteDistribution", &result);
                 if let Err(error) = &result {
@@ -187,12 +198,7 @@ fn remember(
             Ok(snapshot)
         }
         Err(error) => {
-            log_call_error(
-                state.id,
-                state,
-                "CloudFront call",
-                &error,
-            );
+            log_call_error(state.id, state, "CloudFront call", &error);
             Err(error)
         }
     }
@@ -211,7 +217,13 @@ fn log_call_error(id: Uuid, state: &StepState, operation: &str, error: &CallErro
     }
 }
 
-fn log_outcome(id: Uuid, row: &Distribution, state: &StepState, decision: &Decision, update: &WriteBack) {
+fn log_outcome(
+    id: Uuid,
+    row: &Distribution,
+    state: &StepState,
+    decision: &Decision,
+    update: &WriteBack,
+) {
     let cloudfront_id = state.cloudfront_id.as_deref().unwrap_or("");
     if update.status != row.status {
         if update.status == Status::Failed {
