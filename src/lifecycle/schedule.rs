@@ -9,6 +9,13 @@ use std::time::Duration;
 
 use super::Wait;
 
+/// The shortest recheck delay a schedule may name: a millisecond, so a typo cannot turn the
+/// worker into a busy loop against CloudFront.
+const MIN_DELAY_SECONDS: f64 = 0.001;
+
+/// The longest recheck delay a schedule may name: a day.
+const MAX_DELAY_SECONDS: f64 = 86_400.0;
+
 /// How rechecks during a wait for Deployed are spaced.
 #[derive(Clone, Debug, PartialEq)]
 pub enum RecheckSchedule {
@@ -39,7 +46,7 @@ impl std::str::FromStr for RecheckSchedule {
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let invalid = || {
             format!(
-                "invalid recheck schedule {text:?}: expected fixed:SECONDS or backoff:FIRST,FACTOR,MAX, for example backoff:1,1.5,20"
+                "invalid recheck schedule {text:?}: expected fixed:SECONDS or backoff:FIRST,FACTOR,MAX with delays from 0.001 to 86400 seconds and a factor from 1 to 10, for example backoff:1,1.5,20"
             )
         };
         let (kind, parameters) = text.split_once(':').ok_or_else(invalid)?;
@@ -48,17 +55,17 @@ impl std::str::FromStr for RecheckSchedule {
             .map(|part| part.trim().parse::<f64>())
             .collect::<Result<_, _>>()
             .map_err(|_| invalid())?;
-        if numbers
-            .iter()
-            .any(|number| !number.is_finite() || *number <= 0.0)
-        {
-            return Err(invalid());
-        }
+        let is_delay = |seconds: &f64| (MIN_DELAY_SECONDS..=MAX_DELAY_SECONDS).contains(seconds);
         match (kind, numbers.as_slice()) {
-            ("fixed", [seconds]) => Ok(RecheckSchedule::Fixed {
+            ("fixed", [seconds]) if is_delay(seconds) => Ok(RecheckSchedule::Fixed {
                 interval: Duration::from_secs_f64(*seconds),
             }),
-            ("backoff", [first, factor, max]) if *factor >= 1.0 && first <= max => {
+            ("backoff", [first, factor, max])
+                if is_delay(first)
+                    && is_delay(max)
+                    && (1.0..=10.0).contains(factor)
+                    && first <= max =>
+            {
                 Ok(RecheckSchedule::Backoff {
                     first: Duration::from_secs_f64(*first),
                     factor: *factor,
