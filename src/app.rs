@@ -115,6 +115,7 @@ pub async fn start(
             backend: backend.clone(),
             notifier: WorkNotifier::spawn(pool.clone()),
             metrics,
+            limits: settings.http.limits.clone(),
         };
         let router = api::router(state, &settings.http);
         let stop = shutdown.clone();

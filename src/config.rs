@@ -126,6 +126,14 @@ pub struct HttpArgs {
     /// Seconds a request may take before it is answered with 408.
     #[arg(long, env = "HTTP_REQUEST_TIMEOUT_SECONDS", default_value_t = 15.0)]
     pub http_request_timeout_seconds: f64,
+
+    /// Distributions one owner may have that are not deleted; more are rejected with 409.
+    #[arg(long, env = "MAX_DISTRIBUTIONS_PER_OWNER", default_value_t = 100)]
+    pub max_distributions_per_owner: i64,
+
+    /// Seconds an Idempotency-Key is remembered.
+    #[arg(long, env = "IDEMPOTENCY_TTL_SECONDS", default_value_t = 86_400.0)]
+    pub idempotency_ttl_seconds: f64,
 }
 
 impl HttpArgs {
@@ -134,6 +142,10 @@ impl HttpArgs {
             cors_allowed_origins: self.cors_allowed_origins.clone(),
             body_limit_bytes: self.http_body_limit_bytes,
             request_timeout: seconds(self.http_request_timeout_seconds),
+            limits: crate::api::ApiLimits {
+                max_distributions_per_owner: self.max_distributions_per_owner,
+                idempotency_ttl: seconds(self.idempotency_ttl_seconds),
+            },
         }
     }
 }

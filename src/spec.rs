@@ -100,6 +100,68 @@ impl PriceClass {
     }
 }
 
+/// A change to a distribution's configuration: every field is optional, and only the
+/// fields present change. `null` clears `certificate_arn` and `default_root_object`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DistributionPatch {
+    #[serde(default)]
+    pub origin: Option<OriginSpec>,
+    #[serde(default)]
+    pub aliases: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, nullable)]
+    pub certificate_arn: Option<Option<String>>,
+    #[serde(default)]
+    pub comment: Option<String>,
+    #[serde(default)]
+    pub price_class: Option<PriceClass>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, nullable)]
+    pub default_root_object: Option<Option<String>>,
+    #[serde(default)]
+    pub enabled: Option<bool>,
+}
+
+/// Tells a field that is present with `null` (`Some(None)`) from one that is absent (`None`,
+/// through `#[serde(default)]`).
+fn present<'de, T, D>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+impl DistributionSpec {
+    /// Returns this spec with the patch's fields applied.
+    pub fn patched(&self, patch: &DistributionPatch) -> DistributionSpec {
+        let mut spec = self.clone();
+        if let Some(origin) = &patch.origin {
+            spec.origin = origin.clone();
+        }
+        if let Some(aliases) = &patch.aliases {
+            spec.aliases = aliases.clone();
+        }
+        if let Some(certificate_arn) = &patch.certificate_arn {
+            spec.certificate_arn = certificate_arn.clone();
+        }
+        if let Some(comment) = &patch.comment {
+            spec.comment = comment.clone();
+        }
+        if let Some(price_class) = patch.price_class {
+            spec.price_class = price_class;
+        }
+        if let Some(default_root_object) = &patch.default_root_object {
+            spec.default_root_object = default_root_object.clone();
+        }
+        if let Some(enabled) = patch.enabled {
+            spec.enabled = enabled;
+        }
+        spec
+    }
+}
+
 /// One invalid field: a JSON pointer into the request body and what is wrong with it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct FieldError {

@@ -7,6 +7,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -15,9 +16,9 @@ use super::auth::Owner;
 use super::error::{ApiError, Problem};
 use super::extract::{Json, Path, Query};
 use crate::lifecycle::{Intent, Status};
-use crate::spec::DistributionSpec;
-use crate::store::Distribution;
+use crate::spec::{DistributionPatch, DistributionSpec, FieldError};
 use crate::store::distributions::{self, ListFilter};
+use crate::store::{Distribution, StoreError, idempotency};
 
 /// The largest page `GET /v1/distributions` returns.
 pub const MAX_PAGE_SIZE: i64 = 100;
@@ -30,7 +31,7 @@ pub struct DistributionResource {
     pub status: Status,
     /// The configuration the distribution was created with.
     pub config: DistributionSpec,
-    /// What CloudFront last reported; absent until the distribution exists there.
+    /// CloudFront's view as of the last check; absent until the distribution exists there.
     pub cloudfront: Option<CloudFrontView>,
     /// Present once deletion (or disable-and-retain) has been requested.
     pub deletion: Option<DeletionView>,
@@ -105,7 +106,7 @@ impl From<Distribution> for DistributionResource {
 
 /// Renders a resource with its ETag (the row's version) and, when given, a Location.
 fn resource_response(status: StatusCode, row: Distribution, location: bool) -> Response {
-    let etag = format!("\"{}\"", row.version);
+    let etag = etag_of(&row);
     let path = format!("/v1/distributions/{}", row.id);
     let mut response = (status, axum::Json(DistributionResource::from(row))).into_response();
     let headers = response.headers_mut();
@@ -120,43 +121,151 @@ fn resource_response(status: StatusCode, row: Distribution, location: bool) -> R
 
 /// Create a distribution
 ///
-/// Records the request and answers at once; the worker creates the distribution in
-/// CloudFront and follows it until it is deployed.
+/// Records the request and returns at once; the worker creates the distribution in
+/// CloudFront and follows it until it is deployed. With an `Idempotency-Key`, repeating the
+/// request returns the original response instead of creating another distribution.
 #[utoipa::path(
     post,
     path = "/v1/distributions",
     tag = "distributions",
+    operation_id = "createDistribution",
     request_body = DistributionSpec,
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "Up to 255 printable ASCII characters. The same key and body from the same owner within the key's lifetime (24 hours by default) returns the original response; the same key with another body is rejected with 422."),
+    ),
     responses(
         (status = 202, description = "Recorded; creation continues in the background", body = DistributionResource,
             headers(("Location" = String, description = "The new resource"), ("ETag" = String, description = "The resource's version"))),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON or Idempotency-Key", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The owner's quota of live distributions is reached", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, or an Idempotency-Key reused with another body", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
 pub async fn create(
     State(state): State<AppState>,
     Owner(owner): Owner,
+    headers: HeaderMap,
     Json(spec): Json<DistributionSpec>,
 ) -> Result<Response, ApiError> {
     let errors = spec.validate();
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
+    let idempotency_key = idempotency_key(&headers)?;
+    let request_hash = hex::encode(Sha256::digest(
+        serde_json::to_vec(&spec).expect("a spec always serializes"),
+    ));
+
+    let mut transaction = state.pool.begin().await.map_err(StoreError::from)?;
+
+    if let Some(key) = &idempotency_key {
+        idempotency::lock_key(&mut *transaction, &owner, key).await?;
+        let ttl = state.limits.idempotency_ttl.as_secs_f64();
+        if let Some(stored) = idempotency::find(&mut *transaction, &owner, key, ttl).await? {
+            if stored.request_hash != request_hash {
+                return Err(ApiError::Validation(vec![FieldError {
+                    pointer: String::new(),
+                    detail: format!(
+                        "Idempotency-Key {key:?} was already used with a different body; use a new key for a different request"
+                    ),
+                }]));
+            }
+            tracing::info!(distribution.id = %stored.distribution_id, owner = %owner, "idempotent replay of a create");
+            return Ok(replayed_response(stored.distribution_id, stored.response));
+        }
+    }
+
+    distributions::lock_owner(&mut *transaction, &owner).await?;
+    let live = distributions::count_live(&mut *transaction, &owner).await?;
+    let limit = state.limits.max_distributions_per_owner;
+    if live >= limit {
+        return Err(ApiError::QuotaExceeded(format!(
+            "the owner already has {live} live distributions and the limit is {limit} (MAX_DISTRIBUTIONS_PER_OWNER); delete one first"
+        )));
+    }
 
     let id = Uuid::now_v7();
     // Fixed before any CloudFront call and reused by every retry, so a retry can only ever
     // find the distribution an earlier attempt created.
     let caller_reference = format!("cloudfront-lifecycle-{id}");
-    let row = distributions::insert(&state.pool, id, &owner, &spec, &caller_reference).await?;
+    let row =
+        distributions::insert(&mut *transaction, id, &owner, &spec, &caller_reference).await?;
+
+    if let Some(key) = &idempotency_key {
+        let body = serde_json::to_value(DistributionResource::from(row.clone()))
+            .expect("a resource always serializes");
+        let stored = serde_json::json!({"etag": etag_of(&row), "body": body});
+        idempotency::insert(&mut *transaction, &owner, key, &request_hash, id, &stored).await?;
+    }
+    transaction.commit().await.map_err(StoreError::from)?;
+
     state.wake_workers();
     tracing::info!(distribution.id = %id, owner = %owner, "creation requested");
-
     Ok(resource_response(StatusCode::ACCEPTED, row, true))
+}
+
+/// The largest Idempotency-Key accepted, in bytes.
+const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|key| {
+            !key.is_empty()
+                && key.len() <= MAX_IDEMPOTENCY_KEY_BYTES
+                && key.bytes().all(|b| b.is_ascii_graphic())
+        })
+        .ok_or_else(|| {
+            ApiError::InvalidParameter(format!(
+                "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} printable ASCII characters without spaces"
+            ))
+        })?;
+    Ok(Some(key.to_owned()))
+}
+
+/// Rebuilds the response the first request with this Idempotency-Key got.
+fn replayed_response(id: Uuid, stored: serde_json::Value) -> Response {
+    let etag = stored["etag"].as_str().unwrap_or_default().to_owned();
+    let mut response = (StatusCode::ACCEPTED, axum::Json(stored["body"].clone())).into_response();
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&etag) {
+        headers.insert(header::ETAG, value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&format!("/v1/distributions/{id}")) {
+        headers.insert(header::LOCATION, value);
+    }
+    headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    response
+}
+
+fn etag_of(row: &Distribution) -> String {
+    format!("\"{}\"", row.version)
+}
+
+/// Reads `If-Match`: `None` when absent or `*`, else the version it names. An ETag this
+/// service did not issue can never match, so it becomes a version no row has.
+fn expected_version(headers: &HeaderMap) -> Option<i64> {
+    let value = headers.get(header::IF_MATCH)?.to_str().ok()?.trim();
+    if value == "*" {
+        return None;
+    }
+    let first = value.split(',').next().unwrap_or("").trim();
+    let first = first.strip_prefix("W/").unwrap_or(first);
+    Some(
+        first
+            .strip_prefix('"')
+            .and_then(|rest| rest.strip_suffix('"'))
+            .and_then(|version| version.parse::<i64>().ok())
+            .unwrap_or(-1),
+    )
 }
 
 /// Get a distribution
@@ -164,6 +273,7 @@ pub async fn create(
     get,
     path = "/v1/distributions/{id}",
     tag = "distributions",
+    operation_id = "getDistribution",
     params(("id" = Uuid, Path, description = "The distribution's id")),
     responses(
         (status = 200, description = "The distribution", body = DistributionResource,
@@ -210,6 +320,7 @@ pub struct DistributionPage {
     get,
     path = "/v1/distributions",
     tag = "distributions",
+    operation_id = "listDistributions",
     params(ListParams),
     responses(
         (status = 200, description = "A page of distributions", body = DistributionPage),
@@ -279,22 +390,98 @@ pub struct DeleteParams {
     retain: bool,
 }
 
+/// Update a distribution
+///
+/// Records the requested configuration and returns at once. The worker sends it to
+/// CloudFront with the whole current config and a fresh ETag (CloudFront's update replaces
+/// the config), waits until CloudFront reports Deployed, and shows the outcome in the
+/// resource: `updating`, then `deployed` (or `failed` with `last_error`).
+#[utoipa::path(
+    patch,
+    path = "/v1/distributions/{id}",
+    tag = "distributions",
+    operation_id = "updateDistribution",
+    request_body = DistributionPatch,
+    params(
+        ("id" = Uuid, Path, description = "The distribution's id"),
+        ("If-Match" = Option<String>, Header, description = "The ETag last read; the update is rejected with 412 if the resource has changed since"),
+    ),
+    responses(
+        (status = 202, description = "Update recorded; it continues in the background", body = DistributionResource,
+            headers(("ETag" = String, description = "The resource's version"))),
+        (status = 400, description = "Malformed JSON or a non-UUID id", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such distribution for this owner", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The distribution is being deleted or is deleted", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match names an older version", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn update(
+    State(state): State<AppState>,
+    Owner(owner): Owner,
+    Path(id): Path<Uuid>,
+    headers: HeaderMap,
+    Json(patch): Json<DistributionPatch>,
+) -> Result<Response, ApiError> {
+    let current = distributions::get_for_owner(&state.pool, id, &owner)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let spec = current.spec.patched(&patch);
+    let errors = spec.validate();
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+
+    let expected = expected_version(&headers);
+    if spec == current.spec {
+        // Nothing changes: no redeploy, but a stale If-Match is still reported.
+        if let Some(expected) = expected
+            && expected != current.version
+        {
+            return Err(distributions::ChangeError::VersionMismatch {
+                expected,
+                current: current.version,
+            }
+            .into());
+        }
+        return Ok(resource_response(StatusCode::ACCEPTED, current, false));
+    }
+
+    // The version check runs again under the row lock, so a change made since the read
+    // above is caught too.
+    let expected = expected.or(Some(current.version));
+    let row = distributions::request_update(&state.pool, id, &owner, &spec, expected).await?;
+    tracing::info!(distribution.id = %id, owner = %owner, spec_version = row.spec_version, "update requested");
+    state.wake_workers();
+    Ok(resource_response(StatusCode::ACCEPTED, row, false))
+}
+
 /// Delete a distribution
 ///
-/// Records the request and answers at once. The worker disables the distribution, waits
+/// Records the request and returns at once. The worker disables the distribution, waits
 /// until CloudFront reports it Deployed and disabled, then deletes it. Repeating the request
 /// is harmless.
 #[utoipa::path(
     delete,
     path = "/v1/distributions/{id}",
     tag = "distributions",
-    params(("id" = Uuid, Path, description = "The distribution's id"), DeleteParams),
+    operation_id = "deleteDistribution",
+    params(
+        ("id" = Uuid, Path, description = "The distribution's id"),
+        ("If-Match" = Option<String>, Header, description = "The ETag last read; the deletion is rejected with 412 if the resource has changed since"),
+        DeleteParams,
+    ),
     responses(
         (status = 202, description = "Deletion recorded; it continues in the background", body = DistributionResource,
             headers(("ETag" = String, description = "The resource's version"))),
         (status = 400, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such distribution for this owner", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match names an older version", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -303,16 +490,15 @@ pub async fn delete(
     Owner(owner): Owner,
     Path(id): Path<Uuid>,
     Query(params): Query<DeleteParams>,
-    _headers: HeaderMap,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let intent = if params.retain {
         Intent::Retain
     } else {
         Intent::Delete
     };
-    let row = distributions::request_delete(&state.pool, id, &owner, intent)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let expected = expected_version(&headers);
+    let row = distributions::request_delete(&state.pool, id, &owner, intent, expected).await?;
     tracing::info!(distribution.id = %id, owner = %owner, intent = intent.as_str(), "deletion requested");
     state.wake_workers();
     Ok(resource_response(StatusCode::ACCEPTED, row, false))

@@ -30,6 +30,12 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("the request has invalid fields")]
     Validation(Vec<FieldError>),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    QuotaExceeded(String),
+    #[error("{0}")]
+    PreconditionFailed(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{0}")]
@@ -47,12 +53,15 @@ pub enum ProblemType {
     UnsupportedMediaType,
     PayloadTooLarge,
     ValidationFailed,
+    Conflict,
+    QuotaExceeded,
+    PreconditionFailed,
     Internal,
     Unavailable,
 }
 
 impl ProblemType {
-    pub const ALL: [ProblemType; 10] = [
+    pub const ALL: [ProblemType; 13] = [
         ProblemType::Unauthorized,
         ProblemType::NotFound,
         ProblemType::MethodNotAllowed,
@@ -61,6 +70,9 @@ impl ProblemType {
         ProblemType::UnsupportedMediaType,
         ProblemType::PayloadTooLarge,
         ProblemType::ValidationFailed,
+        ProblemType::Conflict,
+        ProblemType::QuotaExceeded,
+        ProblemType::PreconditionFailed,
         ProblemType::Internal,
         ProblemType::Unavailable,
     ];
@@ -75,6 +87,9 @@ impl ProblemType {
             ProblemType::UnsupportedMediaType => "unsupported-media-type",
             ProblemType::PayloadTooLarge => "payload-too-large",
             ProblemType::ValidationFailed => "validation-failed",
+            ProblemType::Conflict => "conflict",
+            ProblemType::QuotaExceeded => "quota-exceeded",
+            ProblemType::PreconditionFailed => "precondition-failed",
             ProblemType::Internal => "internal",
             ProblemType::Unavailable => "unavailable",
         }
@@ -94,6 +109,9 @@ impl ProblemType {
             ProblemType::UnsupportedMediaType => "Unsupported media type",
             ProblemType::PayloadTooLarge => "Request body too large",
             ProblemType::ValidationFailed => "Invalid fields",
+            ProblemType::Conflict => "Conflicts with the resource's state",
+            ProblemType::QuotaExceeded => "Quota exceeded",
+            ProblemType::PreconditionFailed => "The resource has changed",
             ProblemType::Internal => "Internal error",
             ProblemType::Unavailable => "Service unavailable",
         }
@@ -108,6 +126,8 @@ impl ProblemType {
             ProblemType::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ProblemType::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProblemType::ValidationFailed => StatusCode::UNPROCESSABLE_ENTITY,
+            ProblemType::Conflict | ProblemType::QuotaExceeded => StatusCode::CONFLICT,
+            ProblemType::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             ProblemType::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ProblemType::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -141,6 +161,9 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => ProblemType::UnsupportedMediaType,
             ApiError::PayloadTooLarge(_) => ProblemType::PayloadTooLarge,
             ApiError::Validation(_) => ProblemType::ValidationFailed,
+            ApiError::Conflict(_) => ProblemType::Conflict,
+            ApiError::QuotaExceeded(_) => ProblemType::QuotaExceeded,
+            ApiError::PreconditionFailed(_) => ProblemType::PreconditionFailed,
             ApiError::Store(_) => ProblemType::Internal,
             ApiError::Unavailable(_) => ProblemType::Unavailable,
         }
@@ -188,6 +211,20 @@ impl IntoResponse for ApiError {
             );
         }
         response
+    }
+}
+
+impl From<crate::store::distributions::ChangeError> for ApiError {
+    fn from(error: crate::store::distributions::ChangeError) -> Self {
+        use crate::store::distributions::ChangeError;
+        match error {
+            ChangeError::NotFound => ApiError::NotFound,
+            mismatch @ ChangeError::VersionMismatch { .. } => ApiError::PreconditionFailed(
+                format!("{mismatch}; read it again and retry with its current ETag in If-Match"),
+            ),
+            ChangeError::Conflict(detail) => ApiError::Conflict(detail),
+            ChangeError::Store(error) => ApiError::Store(error),
+        }
     }
 }
 

@@ -36,6 +36,25 @@ pub struct AppState {
     pub backend: Backend,
     pub notifier: WorkNotifier,
     pub metrics: Option<PrometheusHandle>,
+    pub limits: ApiLimits,
+}
+
+/// Per-owner limits of the API.
+#[derive(Clone, Debug)]
+pub struct ApiLimits {
+    /// Distributions an owner may have that are not deleted.
+    pub max_distributions_per_owner: i64,
+    /// How long an Idempotency-Key is remembered.
+    pub idempotency_ttl: Duration,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        ApiLimits {
+            max_distributions_per_owner: 100,
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
 }
 
 impl AppState {
@@ -52,6 +71,7 @@ pub struct HttpSettings {
     pub cors_allowed_origins: Vec<String>,
     pub body_limit_bytes: usize,
     pub request_timeout: Duration,
+    pub limits: ApiLimits,
 }
 
 impl Default for HttpSettings {
@@ -60,6 +80,7 @@ impl Default for HttpSettings {
             cors_allowed_origins: Vec::new(),
             body_limit_bytes: 64 * 1024,
             request_timeout: Duration::from_secs(15),
+            limits: ApiLimits::default(),
         }
     }
 }
@@ -99,7 +120,11 @@ impl Modify for BearerAuth {
 fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(distributions::create, distributions::list))
-        .routes(routes!(distributions::get, distributions::delete))
+        .routes(routes!(
+            distributions::get,
+            distributions::update,
+            distributions::delete
+        ))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
 }

@@ -185,6 +185,32 @@ impl CloudFront {
         remote(output.distribution(), output.e_tag())
     }
 
+    /// UpdateDistribution with the user's requested configuration applied to the whole
+    /// config read with `etag`.
+    pub async fn update(
+        &self,
+        cloudfront_id: &str,
+        etag: &str,
+        config: DistributionConfig,
+        spec: &DistributionSpec,
+    ) -> Result<Remote, CallError> {
+        let config = config::apply_spec(config, spec).map_err(|error| CallError {
+            class: ErrorClass::Permanent,
+            code: "InvalidConfig".to_owned(),
+            message: format!("the distribution config could not be built: {error}"),
+        })?;
+        let output = self
+            .client
+            .update_distribution()
+            .id(cloudfront_id)
+            .if_match(etag)
+            .distribution_config(config)
+            .send()
+            .await
+            .map_err(|error| errors::classify(&error))?;
+        remote(output.distribution(), output.e_tag())
+    }
+
     /// DeleteDistribution with If-Match.
     pub async fn delete(&self, cloudfront_id: &str, etag: &str) -> Result<(), CallError> {
         self.client

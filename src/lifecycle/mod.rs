@@ -24,6 +24,8 @@ pub struct Stored {
     pub enabled_reads: u32,
     /// Consecutive failed attempts; throttling does not count.
     pub failures: u32,
+    /// The user asked for a configuration that has not been sent to CloudFront yet.
+    pub update_pending: bool,
 }
 
 /// How a failed CloudFront call is handled.
@@ -75,6 +77,7 @@ pub enum Observed {
     Nothing,
     Read(Result<Snapshot, CallError>),
     Created(Result<Snapshot, CallError>),
+    Updated(Result<Snapshot, CallError>),
     Disabled(Result<Snapshot, CallError>),
     Deleted(Result<(), CallError>),
 }
@@ -102,6 +105,9 @@ pub enum Action {
     Create,
     /// Record this CloudFront id as ours (our CallerReference created it), then read it.
     Adopt { cloudfront_id: String },
+    /// UpdateDistribution with the requested configuration applied to the config just read,
+    /// and If-Match set to this ETag.
+    Update { etag: String },
     /// UpdateDistribution with Enabled=false and If-Match set to this ETag.
     Disable { etag: String },
     /// DeleteDistribution with If-Match set to this ETag.
@@ -191,6 +197,19 @@ pub fn decide(row: &Stored, observed: Observed, policy: &Policy) -> Decision {
             },
             _ => on_error(row, error, policy),
         },
+        Observed::Updated(Ok(_)) => Decision {
+            action: Action::Recheck(Wait::Deploy),
+            status: Status::Updating,
+            reason: "update sent; waiting for Deployed",
+            failures: Failures::Reset,
+            wait_started: true,
+            ..unchanged(row)
+        },
+        Observed::Updated(Err(error)) => match error.class {
+            ErrorClass::StaleETag => reread(row),
+            ErrorClass::NotFound => gone(row),
+            _ => on_error(row, error, policy),
+        },
         Observed::Disabled(Ok(_)) => Decision {
             action: Action::Recheck(Wait::Deploy),
             status: Status::Disabling,
@@ -275,20 +294,35 @@ fn on_snapshot(row: &Stored, snapshot: &Snapshot, policy: &Policy) -> Decision {
     };
 
     if row.intent == Intent::Keep {
-        return if snapshot.deployed {
-            Decision {
+        if row.update_pending {
+            return Decision {
+                action: Action::Update {
+                    etag: snapshot.etag.clone(),
+                },
+                status: Status::Updating,
+                reason: "applying the requested configuration",
+                ..base
+            };
+        }
+        if snapshot.deployed {
+            return Decision {
                 action: Action::Settle,
                 status: Status::Deployed,
                 reason: "deployed",
                 ..base
-            }
+            };
+        }
+        // An update in flight stays `updating` until it has propagated.
+        let status = if row.status == Status::Updating {
+            Status::Updating
         } else {
-            Decision {
-                action: Action::Recheck(Wait::Deploy),
-                status: Status::Deploying,
-                reason: "waiting for Deployed",
-                ..base
-            }
+            Status::Deploying
+        };
+        return Decision {
+            action: Action::Recheck(Wait::Deploy),
+            status,
+            reason: "waiting for Deployed",
+            ..base
         };
     }
 

@@ -13,6 +13,9 @@ pub enum Status {
     Deploying,
     /// CloudFront reports Deployed.
     Deployed,
+    /// A configuration change requested with PATCH is being applied; CloudFront reports
+    /// InProgress until it has propagated.
+    Updating,
     /// Deletion requested: the disable is sent or about to be, and the service waits for
     /// CloudFront to report Deployed with Enabled=false.
     Disabling,
@@ -27,10 +30,11 @@ pub enum Status {
 }
 
 impl Status {
-    pub const ALL: [Status; 8] = [
+    pub const ALL: [Status; 9] = [
         Status::Creating,
         Status::Deploying,
         Status::Deployed,
+        Status::Updating,
         Status::Disabling,
         Status::Deleting,
         Status::Deleted,
@@ -43,6 +47,7 @@ impl Status {
             Status::Creating => "creating",
             Status::Deploying => "deploying",
             Status::Deployed => "deployed",
+            Status::Updating => "updating",
             Status::Disabling => "disabling",
             Status::Deleting => "deleting",
             Status::Deleted => "deleted",

@@ -24,6 +24,7 @@ fn row(status: Status, intent: Intent) -> Stored {
         disable_confirmed: false,
         enabled_reads: 0,
         failures: 0,
+        update_pending: false,
     }
 }
 
@@ -85,7 +86,7 @@ fn snapshots(call: &str) -> Vec<Snapshot> {
     all
 }
 
-/// Lists every observation `decide` can receive: 1 + 3 × (4 snapshots + 8 errors) + (1 + 8) = 46.
+/// Lists every observation `decide` can receive: 1 + 4 × (4 snapshots + 8 errors) + (1 + 8) = 58.
 fn observations() -> Vec<Observed> {
     let mut all = vec![Observed::Nothing];
     for snapshot in snapshots("read") {
@@ -94,6 +95,9 @@ fn observations() -> Vec<Observed> {
     for snapshot in snapshots("created") {
         all.push(Observed::Created(Ok(snapshot)));
     }
+    for snapshot in snapshots("updated") {
+        all.push(Observed::Updated(Ok(snapshot)));
+    }
     for snapshot in snapshots("disabled") {
         all.push(Observed::Disabled(Ok(snapshot)));
     }
@@ -101,6 +105,7 @@ fn observations() -> Vec<Observed> {
     for class in error_classes() {
         all.push(Observed::Read(Err(call_error(class.clone()))));
         all.push(Observed::Created(Err(call_error(class.clone()))));
+        all.push(Observed::Updated(Err(call_error(class.clone()))));
         all.push(Observed::Disabled(Err(call_error(class.clone()))));
         all.push(Observed::Deleted(Err(call_error(class))));
     }
@@ -158,6 +163,7 @@ impl Case {
         match &self.observed {
             Observed::Read(Ok(snapshot))
             | Observed::Created(Ok(snapshot))
+            | Observed::Updated(Ok(snapshot))
             | Observed::Disabled(Ok(snapshot)) => Some(snapshot),
             _ => None,
         }
@@ -168,6 +174,7 @@ impl Case {
         match &self.observed {
             Observed::Read(Err(error))
             | Observed::Created(Err(error))
+            | Observed::Updated(Err(error))
             | Observed::Disabled(Err(error))
             | Observed::Deleted(Err(error)) => Some(error),
             _ => None,
@@ -195,25 +202,28 @@ fn for_each_case(mut check: impl FnMut(&Case)) -> usize {
                         for disable_confirmed in [true, false] {
                             for failures in failure_counts(&policy) {
                                 for enabled_reads in [0, policy.reenable_confirmations - 1] {
-                                    let row = Stored {
-                                        status,
-                                        intent,
-                                        has_cloudfront_id,
-                                        create_attempted,
-                                        disable_confirmed,
-                                        enabled_reads,
-                                        failures,
-                                    };
-                                    for observed in observations() {
-                                        let decision = decide(&row, observed.clone(), &policy);
-                                        let case = Case {
-                                            row: row.clone(),
-                                            observed,
-                                            policy: policy.clone(),
-                                            decision,
+                                    for update_pending in [true, false] {
+                                        let row = Stored {
+                                            status,
+                                            intent,
+                                            has_cloudfront_id,
+                                            create_attempted,
+                                            disable_confirmed,
+                                            enabled_reads,
+                                            failures,
+                                            update_pending,
                                         };
-                                        check(&case);
-                                        count += 1;
+                                        for observed in observations() {
+                                            let decision = decide(&row, observed.clone(), &policy);
+                                            let case = Case {
+                                                row: row.clone(),
+                                                observed,
+                                                policy: policy.clone(),
+                                                decision,
+                                            };
+                                            check(&case);
+                                            count += 1;
+                                        }
                                     }
                                 }
                             }
@@ -232,15 +242,16 @@ fn for_each_case(mut check: impl FnMut(&Case)) -> usize {
 
 #[test]
 fn matrix_covers_every_combination() {
-    assert_eq!(observations().len(), 46, "observations per row");
+    assert_eq!(observations().len(), 58, "observations per row");
 
     let count = for_each_case(|_| {});
 
-    // Per policy: 8 statuses × 3 intents × 2 × 2 × 2 flags × failure counts × enabled-read
-    // counts × 46 observations. The tight policy's enabled-read counts are both 0.
-    let rows_default = 8 * 3 * 8 * failure_counts(&Policy::default()).len() * 2;
-    let rows_tight = 8 * 3 * 8 * failure_counts(&policies()[1]).len() * 2;
-    assert_eq!(count, (rows_default + rows_tight) * 46, "number of cases");
+    // Per policy: 9 statuses × 3 intents × 2 × 2 × 2 × 2 flags × failure counts ×
+    // enabled-read counts × 58 observations. The tight policy's enabled-read counts are
+    // both 0.
+    let rows_default = 9 * 3 * 16 * failure_counts(&Policy::default()).len() * 2;
+    let rows_tight = 9 * 3 * 16 * failure_counts(&policies()[1]).len() * 2;
+    assert_eq!(count, (rows_default + rows_tight) * 58, "number of cases");
 }
 
 #[test]
@@ -643,7 +654,7 @@ fn matrix_wait_starts_only_after_change() {
         }
         let change_call = matches!(
             case.observed,
-            Observed::Created(Ok(_)) | Observed::Disabled(Ok(_))
+            Observed::Created(Ok(_)) | Observed::Updated(Ok(_)) | Observed::Disabled(Ok(_))
         );
         let disable_discovered = matches!(
             &case.observed,
@@ -655,6 +666,117 @@ fn matrix_wait_starts_only_after_change() {
             "{case}: a new wait begins only after a create, a disable, or a read that reveals an unrecorded disable"
         );
     });
+}
+
+#[test]
+fn matrix_update_only_when_pending() {
+    for_each_case(|case| {
+        let Action::Update { etag } = &case.decision.action else {
+            return;
+        };
+        assert_eq!(
+            case.row.intent,
+            Intent::Keep,
+            "{case}: Update needs intent Keep"
+        );
+        assert!(
+            case.row.update_pending,
+            "{case}: Update needs a pending update"
+        );
+        let snapshot = case.snapshot();
+        assert!(snapshot.is_some(), "{case}: Update needs a fresh snapshot");
+        assert_eq!(
+            Some(etag),
+            snapshot.map(|snapshot| &snapshot.etag),
+            "{case}: Update uses the ETag just read"
+        );
+        assert_eq!(
+            case.decision.status,
+            Status::Updating,
+            "{case}: Update shows updating"
+        );
+    });
+}
+
+#[test]
+fn keep_with_pending_update_sends_it() {
+    let row = Stored {
+        update_pending: true,
+        ..row(Status::Deployed, Intent::Keep)
+    };
+
+    let decision = decide(&row, read(true, true, "E7"), &Policy::default());
+
+    assert_eq!(
+        decision.action,
+        Action::Update {
+            etag: "E7".to_owned()
+        }
+    );
+    assert_eq!(decision.status, Status::Updating);
+}
+
+#[test]
+fn update_sent_waits_for_deployed() {
+    let row = row(Status::Updating, Intent::Keep);
+
+    let observed = Observed::Updated(Ok(snapshot(false, true, "E8")));
+    let decision = decide(&row, observed, &Policy::default());
+
+    assert_eq!(decision.action, Action::Recheck(Wait::Deploy));
+    assert_eq!(decision.status, Status::Updating);
+    assert!(decision.wait_started);
+}
+
+#[test]
+fn updating_inprogress_stays_updating() {
+    let row = row(Status::Updating, Intent::Keep);
+
+    let decision = decide(&row, read(false, true, "E8"), &Policy::default());
+
+    assert_eq!(decision.action, Action::Recheck(Wait::Deploy));
+    assert_eq!(decision.status, Status::Updating);
+}
+
+#[test]
+fn updating_deployed_settles_deployed() {
+    let row = row(Status::Updating, Intent::Keep);
+
+    let decision = decide(&row, read(true, true, "E9"), &Policy::default());
+
+    assert_eq!(decision.action, Action::Settle);
+    assert_eq!(decision.status, Status::Deployed);
+}
+
+#[test]
+fn stale_etag_on_update_rereads() {
+    let row = Stored {
+        update_pending: true,
+        ..row(Status::Updating, Intent::Keep)
+    };
+
+    let observed = Observed::Updated(Err(call_error(ErrorClass::StaleETag)));
+    let decision = decide(&row, observed, &Policy::default());
+
+    assert_eq!(decision.action, Action::Read);
+}
+
+#[test]
+fn permanent_error_on_update_fails() {
+    let row = Stored {
+        update_pending: true,
+        ..row(Status::Updating, Intent::Keep)
+    };
+
+    let observed = Observed::Updated(Err(call_error(ErrorClass::Permanent)));
+    let decision = decide(&row, observed, &Policy::default());
+
+    assert_eq!(decision.action, Action::Settle);
+    assert_eq!(decision.status, Status::Failed);
+    assert_eq!(
+        decision.error.map(|error| error.code),
+        Some("AccessDenied".to_owned())
+    );
 }
 
 #[test]

@@ -100,6 +100,8 @@ pub struct WriteBack {
     pub error: Option<(String, String)>,
     pub overdue: bool,
     pub create_attempted: bool,
+    /// The spec version this check sent to CloudFront (create or update), if any.
+    pub applied_spec_version: Option<i32>,
 }
 
 /// Writes a check's result if the lease token still matches, recording a history row when
@@ -140,6 +142,7 @@ pub async fn write_back(
                 last_error_at = case when $17::text is null then d.last_error_at else now() end,
                 overdue = $19,
                 create_attempted = d.create_attempted or $20,
+                applied_spec_version = greatest(d.applied_spec_version, coalesce($21, 0)),
                 deleted_at = case when $3 = 'deleted' then coalesce(d.deleted_at, now())
                                   else d.deleted_at end,
                 version = d.version + case
@@ -178,6 +181,7 @@ pub async fn write_back(
         error_message,
         update.overdue,
         update.create_attempted,
+        update.applied_spec_version,
     )
     .fetch_one(executor)
     .await?;

@@ -1,4 +1,4 @@
-//! Rows of the `distributions` table as the API sees them.
+//! Rows of the `distributions` table as the API reads and changes them.
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgExecutor, PgPool};
@@ -40,6 +40,10 @@ pub struct Distribution {
     pub updated_at: DateTime<Utc>,
     pub deleted_at: Option<DateTime<Utc>>,
     pub version: i64,
+    /// Bumped by every PATCH that changes the requested configuration.
+    pub spec_version: i32,
+    /// The spec version CloudFront was last sent.
+    pub applied_spec_version: i32,
 }
 
 /// A row as Postgres returns it, before its text and JSON columns are parsed.
@@ -74,6 +78,8 @@ pub(crate) struct Record {
     pub updated_at: DateTime<Utc>,
     pub deleted_at: Option<DateTime<Utc>>,
     pub version: i64,
+    pub spec_version: i32,
+    pub applied_spec_version: i32,
     /// The database's clock when the row was read.
     pub db_now: Option<DateTime<Utc>>,
 }
@@ -123,6 +129,8 @@ impl TryFrom<Record> for Distribution {
             updated_at: record.updated_at,
             deleted_at: record.deleted_at,
             version: record.version,
+            spec_version: record.spec_version,
+            applied_spec_version: record.applied_spec_version,
         })
     }
 }
@@ -176,7 +184,7 @@ pub async fn get_for_owner(
     record.map(Distribution::try_from).transpose()
 }
 
-/// Fetches a distribution whoever owns it (for the worker and operators).
+/// Fetches a distribution of any owner, for the worker and operators.
 pub async fn get(
     executor: impl PgExecutor<'_>,
     id: Uuid,
@@ -191,7 +199,7 @@ pub async fn get(
     record.map(Distribution::try_from).transpose()
 }
 
-/// Which of an owner's distributions to list, newest first.
+/// Filter and keyset position for listing an owner's distributions, newest first.
 #[derive(Clone, Debug, Default)]
 pub struct ListFilter {
     pub status: Option<Status>,
@@ -227,32 +235,71 @@ pub async fn list_for_owner(
     records.into_iter().map(Distribution::try_from).collect()
 }
 
+/// Reasons a change requested through the API was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    #[error("no such distribution")]
+    NotFound,
+    /// The caller's If-Match named an older version of the resource.
+    #[error("the resource has changed since version {expected}; it is now at version {current}")]
+    VersionMismatch { expected: i64, current: i64 },
+    /// The change does not fit the row's state (for example, an update during deletion).
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for ChangeError {
+    fn from(error: sqlx::Error) -> Self {
+        ChangeError::Store(StoreError::Database(error))
+    }
+}
+
+/// Locks `owner`'s row for a change and checks the caller's expected version (If-Match).
+async fn lock_for_change(
+    transaction: &mut sqlx::PgConnection,
+    id: Uuid,
+    owner: &str,
+    expected_version: Option<i64>,
+) -> Result<(String, String, i64), ChangeError> {
+    let current = sqlx::query!(
+        "select status, intent, version from distributions where id = $1 and owner = $2 for update",
+        id,
+        owner
+    )
+    .fetch_optional(&mut *transaction)
+    .await?
+    .ok_or(ChangeError::NotFound)?;
+
+    if let Some(expected) = expected_version
+        && expected != current.version
+    {
+        return Err(ChangeError::VersionMismatch {
+            expected,
+            current: current.version,
+        });
+    }
+    Ok((current.status, current.intent, current.version))
+}
+
 /// Records that `owner` wants the distribution deleted (or, with `retain`, disabled and
 /// kept) and makes it due at once. Asking again is harmless: a row already on its way is
 /// left alone, and a failed one is put back into the lifecycle. Changing the intent bumps
-/// the lease token, so an in-flight check cannot overwrite it. Returns the row as it is
-/// now, or `None` when the owner has no such distribution.
+/// the lease token, so an in-flight check cannot overwrite it.
 pub async fn request_delete(
     pool: &PgPool,
     id: Uuid,
     owner: &str,
     intent: Intent,
-) -> Result<Option<Distribution>, StoreError> {
+    expected_version: Option<i64>,
+) -> Result<Distribution, ChangeError> {
     let mut transaction = pool.begin().await?;
+    let (status, current_intent, _) =
+        lock_for_change(&mut transaction, id, owner, expected_version).await?;
 
-    let current = sqlx::query!(
-        "select status, intent from distributions where id = $1 and owner = $2 for update",
-        id,
-        owner
-    )
-    .fetch_optional(&mut *transaction)
-    .await?;
-    let Some(current) = current else {
-        return Ok(None);
-    };
-
-    let already_requested = current.intent == intent.as_str() && current.status != "failed";
-    let finished = current.status == "deleted";
+    let already_requested = current_intent == intent.as_str() && status != "failed";
+    let finished = status == "deleted";
     if !already_requested && !finished {
         let reason = if intent == Intent::Retain {
             "disable and retain requested"
@@ -268,6 +315,8 @@ pub async fn request_delete(
                     next_check_at = now(),
                     lease_token = lease_token + 1,
                     failures = 0,
+                    disable_confirmed = case when status = 'failed' then false else disable_confirmed end,
+                    enabled_reads = 0,
                     status = case when status = 'failed' then
                         case when cloudfront_id is null then 'creating' else 'disabling' end
                         else status end,
@@ -281,17 +330,93 @@ pub async fn request_delete(
             "#,
             id,
             intent.as_str(),
-            current.status,
+            status,
             reason,
         )
         .execute(&mut *transaction)
         .await?;
-        super::notify_work(&mut *transaction).await?;
     }
 
     let row = get(&mut *transaction, id)
         .await?
         .expect("the row was locked in this transaction");
     transaction.commit().await?;
-    Ok(Some(row))
+    Ok(row)
+}
+
+/// Records a new requested configuration for the worker to apply. A row being deleted, or
+/// already deleted, cannot be updated. A failed row is put back into the lifecycle, since
+/// the new configuration may be what fixes it.
+pub async fn request_update(
+    pool: &PgPool,
+    id: Uuid,
+    owner: &str,
+    spec: &DistributionSpec,
+    expected_version: Option<i64>,
+) -> Result<Distribution, ChangeError> {
+    let mut transaction = pool.begin().await?;
+    let (status, intent, _) =
+        lock_for_change(&mut transaction, id, owner, expected_version).await?;
+    if intent != Intent::Keep.as_str() || status == "deleted" {
+        return Err(ChangeError::Conflict(format!(
+            "the distribution is {status} after a request to {intent} it; it can no longer be updated"
+        )));
+    }
+
+    let spec = serde_json::to_value(spec).expect("a spec always serializes");
+    sqlx::query!(
+        r#"
+        with updated as (
+            update distributions
+            set spec = $2,
+                spec_version = spec_version + 1,
+                next_check_at = now(),
+                lease_token = lease_token + 1,
+                failures = 0,
+                status = case when status = 'failed' then
+                    case when cloudfront_id is null then 'creating' else 'updating' end
+                    else status end,
+                version = version + 1,
+                updated_at = now()
+            where id = $1
+            returning id, status
+        )
+        insert into distribution_events (distribution_id, from_status, to_status, reason)
+        select id, $3, status, 'update requested' from updated
+        "#,
+        id,
+        spec,
+        status,
+    )
+    .execute(&mut *transaction)
+    .await?;
+
+    let row = get(&mut *transaction, id)
+        .await?
+        .expect("the row was locked in this transaction");
+    transaction.commit().await?;
+    Ok(row)
+}
+
+/// Serialises creates by one owner, so the quota check and the insert cannot interleave
+/// with another request of the same owner. Held until the transaction ends.
+pub async fn lock_owner(executor: impl PgExecutor<'_>, owner: &str) -> Result<(), StoreError> {
+    sqlx::query!(
+        "select pg_advisory_xact_lock(hashtextextended('owner:' || $1, 0))",
+        owner
+    )
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+/// Counts the owner's distributions that are not deleted.
+pub async fn count_live(executor: impl PgExecutor<'_>, owner: &str) -> Result<i64, StoreError> {
+    let count = sqlx::query_scalar!(
+        r#"select count(*) as "count!" from distributions where owner = $1 and status <> 'deleted'"#,
+        owner
+    )
+    .fetch_one(executor)
+    .await?;
+    Ok(count)
 }

@@ -4,6 +4,7 @@
 pub mod claims;
 pub mod distributions;
 pub mod events;
+pub mod idempotency;
 pub mod notify;
 
 pub use distributions::{Distribution, ListFilter};

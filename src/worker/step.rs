@@ -94,6 +94,9 @@ pub async fn check(context: &WorkerContext, claimed: Claimed) -> Result<Outcome,
                 count_call(context, "CreateDistributionWithTags", &result);
                 if let Ok(remote) = &result {
                     info!(distribution.id = %id, cloudfront.id = %remote.id, "created in CloudFront");
+                    // The create carried the spec read at claim time.
+                    state.stored.update_pending = false;
+                    state.applied_spec_version = Some(row.spec_version);
                 }
                 Observed::Created(remember(&mut state, &mut last_read, result))
             }
@@ -103,6 +106,27 @@ pub async fn check(context: &WorkerContext, claimed: Claimed) -> Result<Outcome,
                 state.stored.has_cloudfront_id = true;
                 calls -= 1;
                 Observed::Nothing
+            }
+            Action::Update { etag } => {
+                let cloudfront_id = state
+                    .cloudfront_id
+                    .clone()
+                    .expect("Update needs a CloudFront id");
+                let config = last_read
+                    .as_ref()
+                    .and_then(|remote| remote.config.clone())
+                    .expect("Update follows a read that returned the config");
+                let result = context
+                    .cloudfront
+                    .update(&cloudfront_id, &etag, config, &row.spec)
+                    .await;
+                count_call(context, "UpdateDistribution", &result);
+                if result.is_ok() {
+                    info!(distribution.id = %id, cloudfront.id = %cloudfront_id, spec_version = row.spec_version, "requested configuration sent");
+                    state.stored.update_pending = false;
+                    state.applied_spec_version = Some(row.spec_version);
+                }
+                Observed::Updated(remember(&mut state, &mut last_read, result))
             }
             Action::Disable { etag } => {
                 let cloudfront_id = state
@@ -263,6 +287,7 @@ struct StepState {
     cloudfront_enabled: Option<bool>,
     wait_started: bool,
     error: Option<CallError>,
+    applied_spec_version: Option<i32>,
 }
 
 impl StepState {
@@ -277,6 +302,8 @@ impl StepState {
                 disable_confirmed: row.disable_confirmed,
                 enabled_reads: row.enabled_reads.max(0) as u32,
                 failures: row.failures.max(0) as u32,
+                update_pending: row.cloudfront_id.is_some()
+                    && row.spec_version > row.applied_spec_version,
             },
             status_in_db: row.status,
             create_attempted: false,
@@ -288,6 +315,7 @@ impl StepState {
             cloudfront_enabled: None,
             wait_started: false,
             error: None,
+            applied_spec_version: None,
         }
     }
 
@@ -370,6 +398,7 @@ impl StepState {
                 .map(|error| (error.code.clone(), error.message.clone())),
             overdue: row.overdue || (waiting_for_deletion && past_deadline),
             create_attempted: self.create_attempted || self.stored.create_attempted,
+            applied_spec_version: self.applied_spec_version,
         }
     }
 }

@@ -4,6 +4,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use cloudfront_lifecycle::api::HttpSettings;
 use cloudfront_lifecycle::api::auth::issue_token;
 use cloudfront_lifecycle::app::{self, CloudFrontTarget, RunningService, ServiceSettings};
 use cloudfront_lifecycle::cloudfront::CallSettings;
@@ -42,6 +43,7 @@ pub struct TestOptions {
     pub cloudfront: CloudFrontTarget,
     pub worker: Option<WorkerSettings>,
     pub calls: CallSettings,
+    pub http: HttpSettings,
 }
 
 impl Default for TestOptions {
@@ -56,6 +58,7 @@ impl Default for TestOptions {
                 attempt_timeout: Duration::from_secs(5),
                 call_timeout: Duration::from_secs(10),
             },
+            http: HttpSettings::default(),
         }
     }
 }
@@ -107,7 +110,7 @@ pub async fn spawn_app_on(database_url: String, options: TestOptions) -> TestApp
         jwt_secret: SECRET.as_bytes().to_vec(),
         cloudfront: options.cloudfront,
         calls: options.calls,
-        http: Default::default(),
+        http: options.http,
         run_api: true,
         run_worker: options.worker.is_some(),
         worker: options.worker.unwrap_or_default(),

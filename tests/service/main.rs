@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod api_contract;
 mod auth;
 mod bad_input;
 mod end_to_end;

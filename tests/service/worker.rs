@@ -65,6 +65,7 @@ async fn dead_worker_row_finished_after_lease() {
         error: Some(("Stale".to_owned(), "from a dead worker".to_owned())),
         overdue: false,
         create_attempted: false,
+        applied_spec_version: None,
     };
     let uuid = uuid::Uuid::parse_str(&id).unwrap();
     let written = claims::write_back(&app.pool, uuid, dead_token, &stale)
@@ -155,6 +156,7 @@ async fn delete_bumps_lease_token() {
         error: None,
         overdue: false,
         create_attempted: false,
+        applied_spec_version: None,
     };
     let uuid = uuid::Uuid::parse_str(&id).unwrap();
     assert!(
