@@ -5,6 +5,8 @@ pub mod claims;
 pub mod distributions;
 pub mod events;
 pub mod notify;
+pub mod rate_limit;
+pub mod retention;
 
 pub use distributions::{Distribution, ListFilter};
 pub use events::Event;
