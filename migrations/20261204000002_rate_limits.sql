@@ -5,8 +5,9 @@
 create table cloudfront_rate_limits (
     bucket text primary key check (bucket in ('mutating', 'read')),
     -- Tokens left at refilled_at. Negative while callers hold reservations: a caller that
-    -- takes a token before it is ready waits until the refill has covered it.
-    tokens float8 not null default 0,
+    -- takes a token before it is ready waits until the refill has covered it. A new bucket
+    -- starts full: the first take cuts 'Infinity' down to the burst.
+    tokens float8 not null default 'Infinity',
     refilled_at timestamptz not null default now(),
     -- Calls per second now allowed; null until a replica first takes a token and sets it to
     -- the configured rate. Halved on Throttling, then raised a little each second.

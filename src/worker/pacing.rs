@@ -4,7 +4,9 @@
 //! Time budget: the claim loop abandons a check at [`check_timeout`] (0.8 × the lease), so
 //! it never runs past its lease. A call starts only when the CloudFront call timeout (all
 //! SDK attempts together) plus [`WRITE_BACK_MARGIN`] still fits before that point, and a
-//! token wait is cut to what is left after that. A check that runs out of budget, or cannot
+//! token wait is cut to what is left after that. When the call timeout is longer than a
+//! quarter of the budget (a short lease, warned about at start-up), a quarter of the budget
+//! stands in for it, so such a worker still makes calls. A check that runs out of budget, or cannot
 //! get a token in time, writes its row back to be looked at again later.
 
 use std::time::{Duration, Instant};
@@ -39,14 +41,17 @@ pub enum Admission {
 /// The pacing state of one check.
 pub struct Pacing {
     deadline: Instant,
+    budget: Duration,
     call_timeout: Duration,
 }
 
 impl Pacing {
     /// Starts the budget of a check claimed now.
     pub fn start(context: &WorkerContext) -> Self {
+        let budget = check_timeout(context.settings.lease);
         Pacing {
-            deadline: Instant::now() + check_timeout(context.settings.lease),
+            deadline: Instant::now() + budget,
+            budget,
             call_timeout: context.cloudfront.call_timeout(),
         }
     }
@@ -69,7 +74,7 @@ impl Pacing {
         };
         let settings = &context.settings;
         let remaining = self.deadline.saturating_duration_since(Instant::now());
-        let needed = self.call_timeout + WRITE_BACK_MARGIN;
+        let needed = self.call_timeout.min(self.budget / 4) + WRITE_BACK_MARGIN;
         if remaining < needed {
             info!(distribution.id = %row.id, remaining_seconds = remaining.as_secs_f64(), "check is out of time before its lease ends; rechecking shortly");
             return Ok(Admission::Later(settings.delays.confirm));
