@@ -190,7 +190,7 @@ pub struct WorkerArgs {
     #[arg(long, env = "CLOUDFRONT_RATE_RECOVERY_SECONDS", default_value_t = 60.0)]
     pub cloudfront_rate_recovery_seconds: f64,
 
-    /// Longest wait, in seconds, for a rate-limit token before a check reschedules its row.
+    /// Maximum wait, in seconds, for a rate-limit token before a check reschedules its row.
     #[arg(long, env = "CLOUDFRONT_RATE_MAX_WAIT_SECONDS", default_value_t = 10.0)]
     pub cloudfront_rate_max_wait_seconds: f64,
 

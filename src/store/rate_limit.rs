@@ -3,7 +3,7 @@
 //!
 //! A bucket refills at its current rate up to its burst. Taking a token is one atomic UPDATE
 //! that computes the refill from `now()`. A caller may take a token that is not ready yet
-//! (the bucket goes negative) when the wait for it is within `max_wait`; it then sleeps
+//! (the bucket goes negative) when the wait for it is within `max_wait`. It then sleeps
 //! that long, so callers queue in the row instead of retrying. On Throttling the rate is
 //! halved, at most once per [`DECREASE_COOLDOWN_SECONDS`], down to a floor, and it climbs
 //! back linearly with time (AIMD).
@@ -48,7 +48,7 @@ pub struct RateLimitSettings {
     /// Seconds the rate takes to climb from zero back to the configured rate after a cut;
     /// a halved rate is back in half this time.
     pub recovery: Duration,
-    /// The longest a check waits for a token before it reschedules its row.
+    /// Maximum time a check waits for a token before it reschedules its row.
     pub max_wait: Duration,
 }
 
@@ -133,7 +133,10 @@ pub async fn decrease(
     bucket: Bucket,
     settings: &RateLimitSettings,
 ) -> Result<Option<f64>, StoreError> {
-    let rate = settings.limit(bucket).rate_per_second.max(f64::MIN_POSITIVE);
+    let rate = settings
+        .limit(bucket)
+        .rate_per_second
+        .max(f64::MIN_POSITIVE);
     let new_rate = sqlx::query_scalar!(
         r#"
         update cloudfront_rate_limits

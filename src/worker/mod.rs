@@ -218,7 +218,7 @@ impl Worker {
         Ok(())
     }
 
-    /// Warns when a check could not make a single call before the loop abandons it.
+    /// Warns when one slow call could outlast the time the loop gives a check.
     fn warn_if_calls_outlast_lease(&self) {
         let budget = pacing::check_timeout(self.context.settings.lease);
         let call_timeout = self.context.cloudfront.call_timeout();
@@ -226,7 +226,7 @@ impl Worker {
             warn!(
                 call_timeout_seconds = call_timeout.as_secs_f64(),
                 check_timeout_seconds = budget.as_secs_f64(),
-                "the CloudFront call timeout does not fit in 0.8 x the lease; checks will make no calls. Raise WORKER_LEASE_SECONDS or lower CLOUDFRONT_CALL_TIMEOUT_SECONDS"
+                "the CloudFront call timeout does not fit in 0.8 x the lease, so a slow call may be abandoned mid-way; raise WORKER_LEASE_SECONDS or lower CLOUDFRONT_CALL_TIMEOUT_SECONDS"
             );
         }
     }
@@ -319,7 +319,11 @@ async fn purge_periodically(pool: PgPool, settings: WorkerSettings, shutdown: Ca
         match retention::purge_deleted(&pool, retention, PURGE_MAX_BATCHES).await {
             Ok(Some(purged)) if purged > 0 => {
                 metrics::counter!("cloudfront_lifecycle_purged_rows_total").increment(purged);
-                info!(purged, retention_seconds = retention, "purged deleted rows past their retention");
+                info!(
+                    purged,
+                    retention_seconds = retention,
+                    "purged deleted rows past their retention"
+                );
             }
             Ok(_) => {}
             Err(error) => warn!(%error, "purging deleted rows failed; trying again next interval"),

@@ -6,7 +6,7 @@
 //! SDK attempts together) plus [`WRITE_BACK_MARGIN`] still fits before that point, and a
 //! token wait is cut to what is left after that. When the call timeout is longer than a
 //! quarter of the budget (a short lease, warned about at start-up), a quarter of the budget
-//! stands in for it, so such a worker still makes calls. A check that runs out of budget, or cannot
+//! is used in its place, so such a worker still makes calls. A check that runs out of budget, or cannot
 //! get a token in time, writes its row back to be looked at again later.
 
 use std::time::{Duration, Instant};
@@ -25,8 +25,8 @@ pub const WRITE_BACK_MARGIN: Duration = Duration::from_secs(1);
 /// scarce (see [`Pacing::admit`]).
 pub const EARLY_RECHECKS: i32 = 3;
 
-/// How long the claim loop lets one check run before abandoning it: well inside the lease,
-/// so no other worker can have taken the row while the check still writes.
+/// Returns how long the claim loop lets one check run before abandoning it: well inside
+/// the lease, so no other worker can have taken the row while the check still writes.
 pub fn check_timeout(lease: Duration) -> Duration {
     lease.mul_f64(0.8)
 }
@@ -59,9 +59,9 @@ impl Pacing {
     /// Waits for a token for the call `action` makes, if the budget allows.
     ///
     /// Priority when tokens are scarce: a read of a row early in its wait for Deployed (fewer
-    /// than [`EARLY_RECHECKS`] rechecks so far) takes a token only if one is ready at once,
-    /// so rows that have waited longer, and every mutating call, go first. Those may queue
-    /// for a token up to the configured maximum wait.
+    /// than [`EARLY_RECHECKS`] rechecks so far) takes a token only if one is ready at once.
+    /// Every other call may queue for a token up to the configured maximum wait, so mutating
+    /// calls and rows that have waited longer go first.
     pub async fn admit(
         &self,
         context: &WorkerContext,
@@ -142,7 +142,7 @@ fn is_throttled(error: &CallError) -> bool {
     error.class == ErrorClass::Throttled
 }
 
-/// The bucket the call for `action` draws from; `None` when the action makes no call.
+/// Returns the bucket the call for `action` draws from, or `None` when it makes no call.
 pub fn bucket_of(action: &Action) -> Option<Bucket> {
     match action {
         Action::Read => Some(Bucket::Read),

