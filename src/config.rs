@@ -10,6 +10,7 @@ use crate::api::HttpSettings;
 use crate::cloudfront::CallSettings;
 use crate::lifecycle::Policy;
 use crate::lifecycle::schedule::{Delays, RecheckSchedule};
+use crate::store::rate_limit::{BucketLimit, RateLimitSettings};
 use crate::worker::WorkerSettings;
 
 /// A secret that never appears in logs or `Debug` output.
@@ -180,6 +181,38 @@ pub struct WorkerArgs {
     /// Seconds shutdown waits for checks in flight before handing their rows back.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_SECONDS", default_value_t = 30.0)]
     pub shutdown_timeout_seconds: f64,
+
+    /// Mutating CloudFront calls per second, shared by all replicas (create, update, delete).
+    #[arg(long, env = "CLOUDFRONT_MUTATING_RATE", default_value_t = 1.0)]
+    pub cloudfront_mutating_rate: f64,
+
+    /// Mutating CloudFront calls that may be made at once after a quiet period.
+    #[arg(long, env = "CLOUDFRONT_MUTATING_BURST", default_value_t = 2.0)]
+    pub cloudfront_mutating_burst: f64,
+
+    /// CloudFront reads per second, shared by all replicas.
+    #[arg(long, env = "CLOUDFRONT_READ_RATE", default_value_t = 5.0)]
+    pub cloudfront_read_rate: f64,
+
+    /// CloudFront reads that may be made at once after a quiet period.
+    #[arg(long, env = "CLOUDFRONT_READ_BURST", default_value_t = 10.0)]
+    pub cloudfront_read_burst: f64,
+
+    /// Seconds a rate cut by Throttling takes to climb from zero back to the configured rate.
+    #[arg(long, env = "CLOUDFRONT_RATE_RECOVERY_SECONDS", default_value_t = 60.0)]
+    pub cloudfront_rate_recovery_seconds: f64,
+
+    /// Maximum wait, in seconds, for a rate-limit token before a check reschedules its row.
+    #[arg(long, env = "CLOUDFRONT_RATE_MAX_WAIT_SECONDS", default_value_t = 10.0)]
+    pub cloudfront_rate_max_wait_seconds: f64,
+
+    /// Seconds a deleted row and its history are kept before they are purged.
+    #[arg(long, env = "RETENTION_SECONDS", default_value_t = 7.0 * 24.0 * 3600.0)]
+    pub retention_seconds: f64,
+
+    /// Seconds between purges of deleted rows past their retention.
+    #[arg(long, env = "PURGE_INTERVAL_SECONDS", default_value_t = 300.0)]
+    pub purge_interval_seconds: f64,
 }
 
 impl WorkerArgs {
@@ -196,6 +229,20 @@ impl WorkerArgs {
             },
             deletion_deadline: seconds(self.deletion_deadline_seconds),
             shutdown_timeout: seconds(self.shutdown_timeout_seconds),
+            rate_limits: RateLimitSettings {
+                mutating: BucketLimit {
+                    rate_per_second: self.cloudfront_mutating_rate,
+                    burst: self.cloudfront_mutating_burst,
+                },
+                read: BucketLimit {
+                    rate_per_second: self.cloudfront_read_rate,
+                    burst: self.cloudfront_read_burst,
+                },
+                recovery: seconds(self.cloudfront_rate_recovery_seconds),
+                max_wait: seconds(self.cloudfront_rate_max_wait_seconds),
+            },
+            retention: seconds(self.retention_seconds),
+            purge_interval: seconds(self.purge_interval_seconds).max(Duration::from_secs(1)),
         }
     }
 }

@@ -120,6 +120,15 @@ impl CloudFront {
         &self.client
     }
 
+    /// The longest one call may take across all its attempts; the default when none is set.
+    pub fn call_timeout(&self) -> Duration {
+        self.client
+            .config()
+            .timeout_config()
+            .and_then(|timeouts| timeouts.operation_timeout())
+            .unwrap_or(CallSettings::default().call_timeout)
+    }
+
     /// CreateDistributionWithTags with the row's CallerReference, tagged with the row id.
     pub async fn create(
         &self,

@@ -6,6 +6,8 @@ pub mod distributions;
 pub mod events;
 pub mod idempotency;
 pub mod notify;
+pub mod rate_limit;
+pub mod retention;
 
 pub use distributions::{Distribution, ListFilter};
 pub use events::Event;

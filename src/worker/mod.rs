@@ -1,6 +1,7 @@
 //! The claim loop: claim due rows up to the free slots, check each in its own task, and
 //! sleep until the next row is due or the API announces new work.
 
+pub mod pacing;
 pub mod step;
 
 use std::collections::HashMap;
@@ -17,7 +18,8 @@ use uuid::Uuid;
 use crate::cloudfront::CloudFront;
 use crate::lifecycle::Policy;
 use crate::lifecycle::schedule::{Delays, RecheckSchedule};
-use crate::store::{self, StoreError, claims};
+use crate::store::rate_limit::RateLimitSettings;
+use crate::store::{self, StoreError, claims, retention};
 
 /// How the worker runs; built from the command line.
 #[derive(Clone, Debug)]
@@ -36,6 +38,12 @@ pub struct WorkerSettings {
     pub deletion_deadline: Duration,
     /// How long shutdown waits for checks in flight before handing their rows back.
     pub shutdown_timeout: Duration,
+    /// The account-wide CloudFront rate limits, shared with every replica.
+    pub rate_limits: RateLimitSettings,
+    /// How long a deleted row and its history are kept before they are purged.
+    pub retention: Duration,
+    /// How often this replica tries to purge; only one replica purges at a time.
+    pub purge_interval: Duration,
 }
 
 impl Default for WorkerSettings {
@@ -49,6 +57,9 @@ impl Default for WorkerSettings {
             policy: Policy::default(),
             deletion_deadline: Duration::from_secs(3600),
             shutdown_timeout: Duration::from_secs(30),
+            rate_limits: RateLimitSettings::default(),
+            retention: Duration::from_secs(7 * 24 * 3600),
+            purge_interval: Duration::from_secs(300),
         }
     }
 }
@@ -59,6 +70,13 @@ pub struct WorkerContext {
     pub cloudfront: CloudFront,
     pub settings: WorkerSettings,
 }
+
+/// How long a notification is left to gather others before the loop claims, so a burst
+/// of notifications costs one claim and one probe.
+const WAKE_DEBOUNCE: Duration = Duration::from_millis(25);
+
+/// Batches one purge run deletes at most, so a large backlog is spread over several runs.
+const PURGE_MAX_BATCHES: usize = 20;
 
 /// A worker process's claim loop.
 #[derive(Clone)]
@@ -110,8 +128,16 @@ impl Worker {
             concurrency = settings.concurrency,
             lease_seconds = settings.lease.as_secs_f64(),
             schedule = %settings.schedule,
+            mutating_calls_per_second = settings.rate_limits.mutating.rate_per_second,
+            reads_per_second = settings.rate_limits.read.rate_per_second,
             "worker started"
         );
+        self.warn_if_calls_outlast_lease();
+        let purger = tokio::spawn(purge_periodically(
+            pool.clone(),
+            settings.clone(),
+            shutdown.clone(),
+        ));
 
         loop {
             if shutdown.is_cancelled() {
@@ -134,7 +160,7 @@ impl Worker {
                             let context = self.context.clone();
                             let held = held.clone();
                             in_flight.spawn(async move {
-                                let timeout = context.settings.lease.mul_f64(0.8);
+                                let timeout = pacing::check_timeout(context.settings.lease);
                                 match tokio::time::timeout(timeout, step::check(&context, claimed)).await {
                                     Ok(Ok(_)) => {}
                                     Ok(Err(error)) => {
@@ -178,6 +204,7 @@ impl Worker {
                 notification = receive(&mut listener) => {
                     if notification {
                         debug!("woken by a work notification");
+                        gather_notifications(&mut listener, &shutdown).await;
                     }
                 }
                 _ = tokio::time::sleep(sleep_for) => {}
@@ -185,7 +212,23 @@ impl Worker {
         }
 
         self.drain(in_flight, held).await;
+        if let Err(error) = purger.await {
+            warn!(%error, "the purge task panicked");
+        }
         Ok(())
+    }
+
+    /// Warns when one slow call could outlast the time the loop gives a check.
+    fn warn_if_calls_outlast_lease(&self) {
+        let budget = pacing::check_timeout(self.context.settings.lease);
+        let call_timeout = self.context.cloudfront.call_timeout();
+        if call_timeout + pacing::WRITE_BACK_MARGIN >= budget {
+            warn!(
+                call_timeout_seconds = call_timeout.as_secs_f64(),
+                check_timeout_seconds = budget.as_secs_f64(),
+                "the CloudFront call timeout does not fit in 0.8 x the lease, so a slow call may be abandoned mid-way; raise WORKER_LEASE_SECONDS or lower CLOUDFRONT_CALL_TIMEOUT_SECONDS"
+            );
+        }
     }
 
     /// How long to sleep: until the next row is due, but never past the safety interval
@@ -247,6 +290,45 @@ async fn listen(pool: &PgPool) -> Option<PgListener> {
         return None;
     }
     Some(listener)
+}
+
+/// Lets a burst of notifications arrive, then drops the ones already buffered: the claim
+/// that follows sees every row they announced.
+async fn gather_notifications(listener: &mut Option<PgListener>, shutdown: &CancellationToken) {
+    tokio::select! {
+        _ = shutdown.cancelled() => return,
+        _ = tokio::time::sleep(WAKE_DEBOUNCE) => {}
+    }
+    if let Some(listener) = listener {
+        while listener.next_buffered().is_some() {}
+    }
+}
+
+/// Purges deleted rows past their retention every purge interval (jittered, so replicas
+/// do not collide), until `shutdown` is cancelled.
+async fn purge_periodically(pool: PgPool, settings: WorkerSettings, shutdown: CancellationToken) {
+    loop {
+        let pause = settings
+            .purge_interval
+            .mul_f64(0.9 + 0.2 * rand::random::<f64>());
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(pause) => {}
+        }
+        let retention = settings.retention.as_secs_f64();
+        match retention::purge_deleted(&pool, retention, PURGE_MAX_BATCHES).await {
+            Ok(Some(purged)) if purged > 0 => {
+                metrics::counter!("cloudfront_lifecycle_purged_rows_total").increment(purged);
+                info!(
+                    purged,
+                    retention_seconds = retention,
+                    "purged deleted rows past their retention"
+                );
+            }
+            Ok(_) => {}
+            Err(error) => warn!(%error, "purging deleted rows failed; trying again next interval"),
+        }
+    }
 }
 
 /// Waits for a work notification. Returns false after an error, having paused a moment so a

@@ -7,6 +7,7 @@ use tracing::{error, info, warn};
 use uuid::Uuid;
 
 use super::WorkerContext;
+use super::pacing::{Admission, Pacing};
 use crate::cloudfront::Remote;
 use crate::lifecycle::{
     self, Action, CallError, Decision, ErrorClass, Failures, Intent, Observed, Status, Stored, Wait,
@@ -38,6 +39,8 @@ pub async fn check(context: &WorkerContext, claimed: Claimed) -> Result<Outcome,
     let mut observed = Observed::Nothing;
     let mut last_read: Option<Remote> = None;
     let mut calls = 0;
+    let pacing = Pacing::start(context);
+    let mut deferred_for = None;
 
     let final_decision = loop {
         let decision = lifecycle::decide(&state.stored, observed, &context.settings.policy);
@@ -49,6 +52,19 @@ pub async fn check(context: &WorkerContext, claimed: Claimed) -> Result<Outcome,
         }
         if calls == MAX_CALLS_PER_CHECK {
             warn!(distribution.id = %id, cloudfront.id = ?state.cloudfront_id, "call limit of one check reached; rechecking shortly");
+            break Decision {
+                action: Action::Recheck(Wait::Confirm),
+                ..decision
+            };
+        }
+
+        // Take a token from the account-wide rate limit within the time the lease leaves; a
+        // row that cannot get one in time is looked at again later.
+        if let Admission::Later(delay) = pacing
+            .admit(context, &row, decision.status, &action)
+            .await?
+        {
+            deferred_for = Some(delay);
             break Decision {
                 action: Action::Recheck(Wait::Confirm),
                 ..decision
@@ -158,9 +174,13 @@ pub async fn check(context: &WorkerContext, claimed: Claimed) -> Result<Outcome,
             }
             Action::Recheck(_) | Action::Settle => unreachable!("handled above"),
         };
+        pacing.after_call(context, id, &observed).await;
     };
 
-    let update = state.write_back(&final_decision, &row, claimed.claimed_at, context);
+    let mut update = state.write_back(&final_decision, &row, claimed.claimed_at, context);
+    if let Some(delay) = deferred_for {
+        update.next_check_in = Some(delay.as_secs_f64());
+    }
     log_outcome(id, &row, &state, &final_decision, &update);
 
     let written = claims::write_back(&context.pool, id, lease_token, &update).await?;

@@ -10,6 +10,7 @@ use cloudfront_lifecycle::app::{self, CloudFrontTarget, RunningService, ServiceS
 use cloudfront_lifecycle::cloudfront::CallSettings;
 use cloudfront_lifecycle::lifecycle::schedule::{Delays, RecheckSchedule};
 use cloudfront_lifecycle::simulator::Simulator;
+use cloudfront_lifecycle::store::rate_limit::{BucketLimit, RateLimitSettings};
 use cloudfront_lifecycle::worker::WorkerSettings;
 use reqwest::{Client, Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
@@ -34,6 +35,18 @@ pub fn fast_worker() -> WorkerSettings {
             backoff_first: Duration::from_millis(100),
             backoff_max: Duration::from_millis(500),
             throttled: Duration::from_millis(200),
+        },
+        // Far above what a test sends, so only the scale tests feel the shared rate limit.
+        rate_limits: RateLimitSettings {
+            mutating: BucketLimit {
+                rate_per_second: 500.0,
+                burst: 500.0,
+            },
+            read: BucketLimit {
+                rate_per_second: 1000.0,
+                burst: 1000.0,
+            },
+            ..RateLimitSettings::default()
         },
         ..WorkerSettings::default()
     }

@@ -9,4 +9,5 @@ mod bad_input;
 mod end_to_end;
 mod moto;
 mod openapi;
+mod scale;
 mod worker;
