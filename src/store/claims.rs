@@ -227,6 +227,43 @@ pub async fn record_before_call(
     Ok(written == 1)
 }
 
+/// How a CreateDistribution call that returned no distribution ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CreateOutcome {
+    /// No definitive answer (a timeout, a 5xx, a lost response): it may have created one.
+    Uncertain,
+    /// CloudFront rejected it, so this attempt created nothing.
+    Rejected,
+}
+
+/// Records, under the lease, how a failed create ended. An uncertain end is remembered for
+/// good; a rejection clears `create_attempted` unless an earlier attempt was uncertain, so a
+/// later delete of a row CloudFront never accepted needs no CloudFront call. Returns the
+/// row's `create_attempted` afterwards, or `None` when the lease was lost.
+pub async fn record_create_outcome(
+    executor: impl PgExecutor<'_>,
+    id: Uuid,
+    lease_token: i64,
+    outcome: CreateOutcome,
+) -> Result<Option<bool>, StoreError> {
+    let uncertain = outcome == CreateOutcome::Uncertain;
+    let create_attempted = sqlx::query_scalar!(
+        r#"
+        update distributions
+        set create_uncertain = create_uncertain or $3,
+            create_attempted = create_uncertain or $3
+        where id = $1 and lease_token = $2
+        returning create_attempted
+        "#,
+        id,
+        lease_token,
+        uncertain,
+    )
+    .fetch_optional(executor)
+    .await?;
+    Ok(create_attempted)
+}
+
 /// Records the identity of a distribution CloudFront created for this row even when the
 /// lease was lost meanwhile: these are facts, not decisions, and keeping them saves the next
 /// worker a create call that would only answer DistributionAlreadyExists.

@@ -11,7 +11,7 @@ use crate::cloudfront::Remote;
 use crate::lifecycle::{
     self, Action, CallError, Decision, ErrorClass, Failures, Intent, Observed, Status, Stored, Wait,
 };
-use crate::store::claims::{self, Claimed, WriteBack};
+use crate::store::claims::{self, Claimed, CreateOutcome, WriteBack};
 use crate::store::{Distribution, StoreError};
 
 /// Calls one check may make before it stops and comes back later. A normal deletion step
@@ -95,6 +95,18 @@ pub async fn check(context: &WorkerContext, claimed: Claimed) -> Result<Outcome,
                 if let Ok(remote) = &result {
                     info!(distribution.id = %id, cloudfront.id = %remote.id, "created in CloudFront");
                 }
+                if let Err(error) = &result
+                    && let Some(outcome) = create_outcome(error)
+                {
+                    let recorded =
+                        claims::record_create_outcome(&context.pool, id, lease_token, outcome)
+                            .await?;
+                    let Some(attempted) = recorded else {
+                        return Ok(lease_lost(id, &state));
+                    };
+                    state.create_attempted = attempted;
+                    state.stored.create_attempted = attempted;
+                }
                 Observed::Created(remember(&mut state, &mut last_read, result))
             }
             Action::Adopt { cloudfront_id } => {
@@ -152,6 +164,20 @@ pub async fn check(context: &WorkerContext, claimed: Claimed) -> Result<Outcome,
         return Ok(lease_lost(id, &state));
     }
     Ok(Outcome::Written)
+}
+
+/// Whether a failed create may have made a distribution. Throttling and an already used
+/// CallerReference are left out: the first changes nothing, the second is adopted.
+fn create_outcome(error: &CallError) -> Option<CreateOutcome> {
+    match error.class {
+        ErrorClass::Transient => Some(CreateOutcome::Uncertain),
+        // NOTE: with SDK retries (CLOUDFRONT_MAX_ATTEMPTS > 1) an earlier attempt of the
+        // same call may have timed out after CloudFront created the distribution; a rejection
+        // of the retry is still read as definitive. Such a retry usually answers
+        // DistributionAlreadyExists instead, which is adopted.
+        ErrorClass::Permanent | ErrorClass::PermanentUnlessSoon => Some(CreateOutcome::Rejected),
+        _ => None,
+    }
 }
 
 fn row_status_in_db(state: &StepState) -> Status {
