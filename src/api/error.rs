@@ -34,6 +34,8 @@ pub enum ApiError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Unavailable(String),
+    #[error("{0}")]
+    Conflict(String),
 }
 
 /// The problem types clients can switch on; each `type` URI is stable.
@@ -49,10 +51,11 @@ pub enum ProblemType {
     ValidationFailed,
     Internal,
     Unavailable,
+    Conflict,
 }
 
 impl ProblemType {
-    pub const ALL: [ProblemType; 10] = [
+    pub const ALL: [ProblemType; 11] = [
         ProblemType::Unauthorized,
         ProblemType::NotFound,
         ProblemType::MethodNotAllowed,
@@ -63,6 +66,7 @@ impl ProblemType {
         ProblemType::ValidationFailed,
         ProblemType::Internal,
         ProblemType::Unavailable,
+        ProblemType::Conflict,
     ];
 
     pub fn slug(self) -> &'static str {
@@ -77,6 +81,7 @@ impl ProblemType {
             ProblemType::ValidationFailed => "validation-failed",
             ProblemType::Internal => "internal",
             ProblemType::Unavailable => "unavailable",
+            ProblemType::Conflict => "conflict",
         }
     }
 
@@ -96,6 +101,7 @@ impl ProblemType {
             ProblemType::ValidationFailed => "Invalid fields",
             ProblemType::Internal => "Internal error",
             ProblemType::Unavailable => "Service unavailable",
+            ProblemType::Conflict => "Conflict with the resource's current state",
         }
     }
 
@@ -110,6 +116,7 @@ impl ProblemType {
             ProblemType::ValidationFailed => StatusCode::UNPROCESSABLE_ENTITY,
             ProblemType::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ProblemType::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ProblemType::Conflict => StatusCode::CONFLICT,
         }
     }
 }
@@ -143,6 +150,7 @@ impl ApiError {
             ApiError::Validation(_) => ProblemType::ValidationFailed,
             ApiError::Store(_) => ProblemType::Internal,
             ApiError::Unavailable(_) => ProblemType::Unavailable,
+            ApiError::Conflict(_) => ProblemType::Conflict,
         }
     }
 }

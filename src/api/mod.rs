@@ -1,5 +1,6 @@
 //! The REST API: routes, shared state, middleware and the OpenAPI document.
 
+pub mod actions;
 pub mod auth;
 pub mod distributions;
 pub mod error;
@@ -100,6 +101,7 @@ fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(distributions::create, distributions::list))
         .routes(routes!(distributions::get, distributions::delete))
+        .routes(routes!(actions::retry))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
 }
