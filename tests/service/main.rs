@@ -6,6 +6,7 @@ mod harness;
 mod auth;
 mod bad_input;
 mod end_to_end;
+mod failure_modes;
 mod moto;
 mod openapi;
 mod worker;
