@@ -205,6 +205,7 @@ pub async fn record_before_call(
             update distributions d
             set status = $3,
                 create_attempted = d.create_attempted or $5,
+                creates_unresolved = d.creates_unresolved + case when $5 then 1 else 0 end,
                 version = d.version + case when d.status <> $3 then 1 else 0 end,
                 updated_at = now()
             from previous
@@ -232,34 +233,37 @@ pub async fn record_before_call(
 pub enum CreateOutcome {
     /// No definitive answer (a timeout, a 5xx, a lost response): it may have created one.
     Uncertain,
-    /// CloudFront rejected it, so this attempt created nothing.
+    /// CloudFront rejected or throttled it, so this call created nothing.
     Rejected,
 }
 
-/// Records, under the lease, how a failed create ended. An uncertain end is remembered for
-/// good; a rejection clears `create_attempted` unless an earlier attempt was uncertain, so a
-/// later delete of a row CloudFront never accepted needs no CloudFront call. Returns the
-/// row's `create_attempted` afterwards, or `None` when the lease was lost.
+/// Records how a failed create ended, whether or not the lease still holds: like
+/// [`record_created_identity`] these are facts. An uncertain end is remembered for good. A
+/// rejection clears `create_attempted` only when no other create is outstanding (one sent
+/// under an older lease may still be in flight) and none was uncertain, so a later delete of
+/// a row CloudFront never accepted needs no CloudFront call. Returns `create_attempted`
+/// afterwards.
 pub async fn record_create_outcome(
     executor: impl PgExecutor<'_>,
     id: Uuid,
-    lease_token: i64,
     outcome: CreateOutcome,
-) -> Result<Option<bool>, StoreError> {
+) -> Result<bool, StoreError> {
     let uncertain = outcome == CreateOutcome::Uncertain;
     let create_attempted = sqlx::query_scalar!(
         r#"
         update distributions
-        set create_uncertain = create_uncertain or $3,
-            create_attempted = create_uncertain or $3
-        where id = $1 and lease_token = $2
+        set create_uncertain = create_uncertain or $2,
+            creates_unresolved = case when $2 then creates_unresolved
+                                      else greatest(creates_unresolved - 1, 0) end,
+            create_attempted = create_attempted
+                and (create_uncertain or $2 or creates_unresolved > 1)
+        where id = $1
         returning create_attempted
         "#,
         id,
-        lease_token,
         uncertain,
     )
-    .fetch_optional(executor)
+    .fetch_one(executor)
     .await?;
     Ok(create_attempted)
 }

@@ -20,6 +20,8 @@ pub struct Distribution {
     pub create_attempted: bool,
     /// A create ended without a definitive answer, so it may have made a distribution.
     pub create_uncertain: bool,
+    /// Creates sent and not yet rejected; a success or an uncertain end never lowers it.
+    pub creates_unresolved: i32,
     pub cloudfront_id: Option<String>,
     pub arn: Option<String>,
     pub domain_name: Option<String>,
@@ -55,6 +57,7 @@ pub(crate) struct Record {
     pub caller_reference: String,
     pub create_attempted: bool,
     pub create_uncertain: bool,
+    pub creates_unresolved: i32,
     pub cloudfront_id: Option<String>,
     pub arn: Option<String>,
     pub domain_name: Option<String>,
@@ -105,6 +108,7 @@ impl TryFrom<Record> for Distribution {
             caller_reference: record.caller_reference,
             create_attempted: record.create_attempted,
             create_uncertain: record.create_uncertain,
+            creates_unresolved: record.creates_unresolved,
             cloudfront_id: record.cloudfront_id,
             arn: record.arn,
             domain_name: record.domain_name,

@@ -98,12 +98,8 @@ pub async fn check(context: &WorkerContext, claimed: Claimed) -> Result<Outcome,
                 if let Err(error) = &result
                     && let Some(outcome) = create_outcome(error)
                 {
-                    let recorded =
-                        claims::record_create_outcome(&context.pool, id, lease_token, outcome)
-                            .await?;
-                    let Some(attempted) = recorded else {
-                        return Ok(lease_lost(id, &state));
-                    };
+                    let attempted =
+                        claims::record_create_outcome(&context.pool, id, outcome).await?;
                     state.create_attempted = attempted;
                     state.stored.create_attempted = attempted;
                 }
@@ -166,8 +162,8 @@ pub async fn check(context: &WorkerContext, claimed: Claimed) -> Result<Outcome,
     Ok(Outcome::Written)
 }
 
-/// Whether a failed create may have made a distribution. Throttling and an already used
-/// CallerReference are left out: the first changes nothing, the second is adopted.
+/// Whether a failed create may have made a distribution. An already used CallerReference
+/// is left out: its distribution is adopted.
 fn create_outcome(error: &CallError) -> Option<CreateOutcome> {
     match error.class {
         ErrorClass::Transient => Some(CreateOutcome::Uncertain),
@@ -175,7 +171,9 @@ fn create_outcome(error: &CallError) -> Option<CreateOutcome> {
         // same call may have timed out after CloudFront created the distribution; a rejection
         // of the retry is still read as definitive. Such a retry usually answers
         // DistributionAlreadyExists instead, which is adopted.
-        ErrorClass::Permanent | ErrorClass::PermanentUnlessSoon => Some(CreateOutcome::Rejected),
+        ErrorClass::Permanent | ErrorClass::PermanentUnlessSoon | ErrorClass::Throttled => {
+            Some(CreateOutcome::Rejected)
+        }
         _ => None,
     }
 }

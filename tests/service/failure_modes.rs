@@ -57,10 +57,8 @@ fn with_policy(policy: Policy) -> TestOptions {
 
 /// A worker on the test app's simulator, for tests that run it one round at a time.
 fn manual_worker(app: &TestApp) -> Worker {
-    let cloudfront = CloudFront::for_endpoint(
-        app.simulator_endpoint.as_deref().unwrap(),
-        &call_settings(),
-    );
+    let cloudfront =
+        CloudFront::for_endpoint(app.simulator_endpoint.as_deref().unwrap(), &call_settings());
     Worker::new(app.pool.clone(), cloudfront, fast_worker())
 }
 
@@ -219,10 +217,8 @@ async fn disable_sent_before_crash_is_recognised() {
     app.simulator()
         .set_distribution_deploy_time(&cloudfront_id, DeployTime::Fixed(Duration::from_secs(1)))
         .unwrap();
-    let cloudfront = CloudFront::for_endpoint(
-        app.simulator_endpoint.as_deref().unwrap(),
-        &call_settings(),
-    );
+    let cloudfront =
+        CloudFront::for_endpoint(app.simulator_endpoint.as_deref().unwrap(), &call_settings());
     let current = cloudfront.get(&cloudfront_id).await.unwrap();
     cloudfront
         .disable(
@@ -298,8 +294,7 @@ async fn etag_changed_before_delete_rechecks() {
         .etag
         .clone();
     eventually("the disable deploys", || async {
-        app.simulator().distribution(&cloudfront_id).unwrap().status
-            == DistributionStatus::Deployed
+        app.simulator().distribution(&cloudfront_id).unwrap().status == DistributionStatus::Deployed
     })
     .await;
     app.simulator()
@@ -354,7 +349,12 @@ async fn concurrent_disable_loser_rereads() {
         .filter(|call| call.error_code.as_deref() == Some("PreconditionFailed"))
         .count();
     assert_eq!(rejected, 1, "exactly one update lost the race");
-    assert!(!app.simulator().distribution(&cloudfront_id).unwrap().enabled);
+    assert!(
+        !app.simulator()
+            .distribution(&cloudfront_id)
+            .unwrap()
+            .enabled
+    );
 
     drive_until(&app, &worker, &id, "deleted").await;
     assert_eq!(
@@ -414,7 +414,10 @@ async fn throttling_five_times_completes() {
     assert_eq!(throttled, 5);
     assert!(deleted["last_error"].is_null());
     assert_eq!(row(&app, &id).await.failures, 0);
-    assert_eq!(calls_of(&app, Operation::CreateDistributionWithTags).len(), 6);
+    assert_eq!(
+        calls_of(&app, Operation::CreateDistributionWithTags).len(),
+        6
+    );
     app.stop().await;
 }
 
@@ -428,12 +431,21 @@ async fn sdk_retries_absorb_throttling() {
         ..TestOptions::default()
     })
     .await;
-    inject(&app, Some(Operation::CreateDistributionWithTags), 2, 400, "Throttling");
+    inject(
+        &app,
+        Some(Operation::CreateDistributionWithTags),
+        2,
+        400,
+        "Throttling",
+    );
 
     let id = create_id(&app).await;
     app.wait_for_status(&id, OWNER, "deployed", WAIT).await;
 
-    assert_eq!(calls_of(&app, Operation::CreateDistributionWithTags).len(), 3);
+    assert_eq!(
+        calls_of(&app, Operation::CreateDistributionWithTags).len(),
+        3
+    );
     assert_eq!(app.simulator().distributions().len(), 1);
     app.stop().await;
 }
@@ -470,7 +482,10 @@ async fn caller_reference_reuse_adopts() {
 
 #[tokio::test]
 async fn lost_create_response_adopts() {
-    for mode in [LostResponseMode::InternalError, LostResponseMode::DropConnection] {
+    for mode in [
+        LostResponseMode::InternalError,
+        LostResponseMode::DropConnection,
+    ] {
         let app = spawn_app_with(TestOptions::default()).await;
         app.simulator().lose_responses(LostResponse {
             operation: Some(Operation::CreateDistributionWithTags),
@@ -631,6 +646,53 @@ async fn delete_after_lost_create_leaves_nothing() {
 }
 
 #[tokio::test]
+async fn uncertain_create_survives_lost_lease() {
+    let app = spawn_app_with(driven()).await;
+    let worker = manual_worker(&app);
+    let id = create_id(&app).await;
+
+    // A check sends the create; the user deletes while it is in flight, so the check's lease
+    // is gone by the time the create's response is lost.
+    app.simulator().set_latency(Duration::from_millis(400));
+    app.simulator().lose_responses(LostResponse {
+        operation: Some(Operation::CreateDistributionWithTags),
+        count: 1,
+        mode: LostResponseMode::InternalError,
+    });
+    let claimed = claims::claim(&app.pool, 1, 60.0).await.unwrap().remove(0);
+    let context = worker.context();
+    let in_flight = step::check(context, claimed);
+    let delete_meanwhile = async {
+        eventually("the create is sent", || async {
+            row(&app, &id).await.create_attempted
+        })
+        .await;
+        app.delete(&id, OWNER).await.status()
+    };
+    let (outcome, status) = tokio::join!(in_flight, delete_meanwhile);
+    outcome.unwrap();
+    assert_eq!(status, StatusCode::ACCEPTED);
+    app.simulator().set_latency(Duration::ZERO);
+
+    // The next create is rejected: that proves nothing about the one whose answer was lost.
+    inject(
+        &app,
+        Some(Operation::CreateDistributionWithTags),
+        1,
+        403,
+        "AccessDenied",
+    );
+    drive_until(&app, &worker, &id, "failed").await;
+    assert!(row(&app, &id).await.create_attempted);
+
+    app.delete(&id, OWNER).await;
+    drive_until(&app, &worker, &id, "deleted").await;
+    assert!(app.simulator().distributions().is_empty());
+    assert_no_premature_delete(&app);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn delete_while_deploying_leaves_nothing() {
     let app = spawn_app_with(TestOptions {
         cloudfront: cloudfront_lifecycle::app::CloudFrontTarget::EmbeddedSimulator {
@@ -667,7 +729,10 @@ async fn quota_exceeded_fails_without_storm() {
     assert_eq!(failed["last_error"]["code"], "TooManyDistributions");
     let message = failed["last_error"]["message"].as_str().unwrap();
     assert!(message.contains("500"), "the quota is not named: {message}");
-    assert_eq!(calls_of(&app, Operation::CreateDistributionWithTags).len(), 1);
+    assert_eq!(
+        calls_of(&app, Operation::CreateDistributionWithTags).len(),
+        1
+    );
     assert!(row(&app, &id).await.next_check_at.is_none());
     app.stop().await;
 }
@@ -718,10 +783,8 @@ async fn listing_follows_markers() {
             })
             .unwrap();
     }
-    let cloudfront = CloudFront::for_endpoint(
-        app.simulator_endpoint.as_deref().unwrap(),
-        &call_settings(),
-    );
+    let cloudfront =
+        CloudFront::for_endpoint(app.simulator_endpoint.as_deref().unwrap(), &call_settings());
 
     let summaries = cloudfront.list_all().await.unwrap();
 
@@ -765,7 +828,12 @@ async fn reenabled_during_deletion_fails() {
     let failed = drive_until(&app, &worker, &id, "failed").await;
 
     assert_eq!(failed["last_error"]["code"], "DistributionReEnabled");
-    assert!(app.simulator().distribution(&cloudfront_id).unwrap().enabled);
+    assert!(
+        app.simulator()
+            .distribution(&cloudfront_id)
+            .unwrap()
+            .enabled
+    );
     assert_eq!(calls_of(&app, Operation::UpdateDistribution).len(), 1);
     assert!(calls_of(&app, Operation::DeleteDistribution).is_empty());
     let reasons = history_reasons(&app, &id).await;
@@ -838,7 +906,10 @@ async fn deleted_outside_is_recorded() {
 
 #[tokio::test]
 async fn lost_delete_response_ends_deleted() {
-    for mode in [LostResponseMode::InternalError, LostResponseMode::DropConnection] {
+    for mode in [
+        LostResponseMode::InternalError,
+        LostResponseMode::DropConnection,
+    ] {
         let app = spawn_app_with(TestOptions::default()).await;
         let id = create_id(&app).await;
         app.wait_for_status(&id, OWNER, "deployed", WAIT).await;
@@ -853,7 +924,11 @@ async fn lost_delete_response_ends_deleted() {
 
         assert!(app.simulator().distributions().is_empty(), "{mode:?}");
         let reasons = history_reasons(&app, &id).await;
-        assert_eq!(reasons.last().map(String::as_str), Some("deleted"), "{mode:?}");
+        assert_eq!(
+            reasons.last().map(String::as_str),
+            Some("deleted"),
+            "{mode:?}"
+        );
         assert_no_premature_delete(&app);
         app.stop().await;
     }
@@ -912,7 +987,10 @@ async fn access_denied_then_retry_succeeds() {
     let id = create_id(&app).await;
     let failed = app.wait_for_status(&id, OWNER, "failed", WAIT).await;
     assert_eq!(failed["last_error"]["code"], "AccessDenied");
-    assert_eq!(calls_of(&app, Operation::CreateDistributionWithTags).len(), 1);
+    assert_eq!(
+        calls_of(&app, Operation::CreateDistributionWithTags).len(),
+        1
+    );
 
     // The IAM policy is fixed (the injected error is used up); the operator retries.
     let response = retry(&app, &id, OWNER).await;
@@ -967,7 +1045,10 @@ async fn invalid_viewer_certificate_retried_then_fails() {
     let failed = app.wait_for_status(&id, OWNER, "failed", WAIT).await;
 
     assert_eq!(failed["last_error"]["code"], "InvalidViewerCertificate");
-    assert_eq!(calls_of(&app, Operation::CreateDistributionWithTags).len(), 3);
+    assert_eq!(
+        calls_of(&app, Operation::CreateDistributionWithTags).len(),
+        3
+    );
     assert!(!row(&app, &id).await.create_attempted);
     app.stop().await;
 }
@@ -1125,9 +1206,9 @@ async fn randomized_faults_reach_quiescence() {
 
     // Phase one: user actions and faults, interleaved at random.
     let mut ids: Vec<String> = Vec::new();
-    for _ in 0..60 {
+    for _ in 0..200 {
         match rng.random_range(0..10) {
-            0..=2 if ids.len() < 24 => ids.push(create_id(&app).await),
+            0..=2 if ids.len() < 40 => ids.push(create_id(&app).await),
             3 | 4 if !ids.is_empty() => {
                 let id = &ids[rng.random_range(0..ids.len())];
                 let query = if rng.random_bool(0.2) {
@@ -1191,6 +1272,19 @@ async fn randomized_faults_reach_quiescence() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    let failed_calls = app
+        .simulator()
+        .calls()
+        .iter()
+        .filter(|call| call.error_code.is_some() || call.response_lost.is_some())
+        .count();
+    println!(
+        "seed {seed}: {} rows, {} calls, {failed_calls} failed or lost, {} failed rows handled",
+        ids.len(),
+        app.simulator().calls().len(),
+        handled_failures.values().sum::<u32>()
+    );
+
     let rows = {
         let mut rows = Vec::new();
         for id in &ids {
@@ -1210,9 +1304,22 @@ async fn randomized_faults_reach_quiescence() {
                     .iter()
                     .any(|tag| tag.key == ROW_ID_TAG && tag.value.as_deref() == Some(&row_id))
         });
+        let history = if left.is_some() {
+            let reasons = history_reasons(&app, &row_id).await;
+            let calls: Vec<String> = app
+                .simulator()
+                .calls()
+                .into_iter()
+                .filter(|call| call.distribution_id == left.map(|d| d.id.clone()))
+                .map(|call| format!("{call:?}"))
+                .collect();
+            format!("history {reasons:?}; row {row:?}; calls {calls:#?}")
+        } else {
+            String::new()
+        };
         assert!(
             left.is_none(),
-            "seed {seed}: deleted row {} still has {left:?}",
+            "seed {seed}: deleted row {} still has {left:?}; {history}",
             row.id
         );
     }
