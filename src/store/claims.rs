@@ -228,10 +228,10 @@ pub async fn record_before_call(
     Ok(written == 1)
 }
 
-/// How a CreateDistribution call that returned no distribution ended.
+/// The end of a CreateDistribution call that returned no distribution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CreateOutcome {
-    /// No definitive answer (a timeout, a 5xx, a lost response): it may have created one.
+    /// No definitive response (a timeout, a 5xx, a lost response), so it may have created one.
     Uncertain,
     /// CloudFront rejected or throttled it, so this call created nothing.
     Rejected,

@@ -18,7 +18,7 @@ pub struct Distribution {
     pub intent: Intent,
     pub caller_reference: String,
     pub create_attempted: bool,
-    /// A create ended without a definitive answer, so it may have made a distribution.
+    /// A create ended without a definitive response, so it may have made a distribution.
     pub create_uncertain: bool,
     /// Creates sent and not yet rejected; a success or an uncertain end never lowers it.
     pub creates_unresolved: i32,

@@ -162,14 +162,14 @@ pub async fn check(context: &WorkerContext, claimed: Claimed) -> Result<Outcome,
     Ok(Outcome::Written)
 }
 
-/// Whether a failed create may have made a distribution. An already used CallerReference
-/// is left out: its distribution is adopted.
+/// Classifies a failed create by whether it may have made a distribution. An already used
+/// CallerReference is left out because its distribution is adopted.
 fn create_outcome(error: &CallError) -> Option<CreateOutcome> {
     match error.class {
         ErrorClass::Transient => Some(CreateOutcome::Uncertain),
         // NOTE: with SDK retries (CLOUDFRONT_MAX_ATTEMPTS > 1) an earlier attempt of the
         // same call may have timed out after CloudFront created the distribution; a rejection
-        // of the retry is still read as definitive. Such a retry usually answers
+        // of the retry is still read as definitive. Such a retry usually gets
         // DistributionAlreadyExists instead, which is adopted.
         ErrorClass::Permanent | ErrorClass::PermanentUnlessSoon | ErrorClass::Throttled => {
             Some(CreateOutcome::Rejected)

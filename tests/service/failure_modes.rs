@@ -33,7 +33,8 @@ fn call_settings() -> CallSettings {
     }
 }
 
-/// The API and simulator without a background worker; the test drives the worker.
+/// Returns options for the API and simulator without a background worker, so the test drives
+/// the worker.
 fn driven() -> TestOptions {
     TestOptions {
         worker: None,
@@ -55,7 +56,7 @@ fn with_policy(policy: Policy) -> TestOptions {
     })
 }
 
-/// A worker on the test app's simulator, for tests that run it one round at a time.
+/// Builds a worker on the test app's simulator, for tests that run it one round at a time.
 fn manual_worker(app: &TestApp) -> Worker {
     let cloudfront =
         CloudFront::for_endpoint(app.simulator_endpoint.as_deref().unwrap(), &call_settings());
@@ -456,7 +457,7 @@ async fn caller_reference_reuse_adopts() {
     let worker = manual_worker(&app);
     let id = create_id(&app).await;
 
-    // An earlier attempt created the distribution, but its answer never arrived.
+    // An earlier attempt created the distribution, but its response never arrived.
     let reference = row(&app, &id).await.caller_reference;
     let existing = app
         .simulator()
@@ -611,7 +612,7 @@ async fn delete_during_create_call_leaves_nothing() {
     app.wait_for_status(&id, OWNER, "deleted", WAIT).await;
 
     // The delete makes the row due while the first create is still in flight, so a second
-    // check may send the create again; it can only find the first one.
+    // check may send the create again. That one can only find the first distribution.
     let created = calls_of(&app, Operation::CreateDistributionWithTags)
         .into_iter()
         .filter(|call| call.http_status == 201)
@@ -651,8 +652,8 @@ async fn uncertain_create_survives_lost_lease() {
     let worker = manual_worker(&app);
     let id = create_id(&app).await;
 
-    // A check sends the create; the user deletes while it is in flight, so the check's lease
-    // is gone by the time the create's response is lost.
+    // A check sends the create and the user deletes while it is in flight, so the check's
+    // lease is gone by the time the create's response is lost.
     app.simulator().set_latency(Duration::from_millis(400));
     app.simulator().lose_responses(LostResponse {
         operation: Some(Operation::CreateDistributionWithTags),
@@ -674,7 +675,7 @@ async fn uncertain_create_survives_lost_lease() {
     assert_eq!(status, StatusCode::ACCEPTED);
     app.simulator().set_latency(Duration::ZERO);
 
-    // The next create is rejected: that proves nothing about the one whose answer was lost.
+    // The next create is rejected: that proves nothing about the one whose response was lost.
     inject(
         &app,
         Some(Operation::CreateDistributionWithTags),
@@ -1101,7 +1102,7 @@ async fn retain_ends_disabled() {
     app.stop().await;
 }
 
-/// The seed of the randomized run: `FAULT_SEED` when set, else a fresh one.
+/// Returns the seed of the randomized run: `FAULT_SEED` when set, else a fresh one.
 fn fault_seed() -> u64 {
     match std::env::var("FAULT_SEED") {
         Ok(text) => text
@@ -1111,7 +1112,7 @@ fn fault_seed() -> u64 {
     }
 }
 
-/// One randomly chosen fault, armed in the simulator.
+/// Arms one randomly chosen fault in the simulator.
 async fn arm_random_fault(app: &TestApp, rng: &mut StdRng) {
     let simulator = app.simulator();
     let mut recorded: Vec<String> = sqlx::query_scalar(
@@ -1121,6 +1122,7 @@ async fn arm_random_fault(app: &TestApp, rng: &mut StdRng) {
     .await
     .unwrap();
     recorded.retain(|id| simulator.distribution(id).is_some());
+
     let operations = [
         Operation::CreateDistributionWithTags,
         Operation::GetDistribution,
@@ -1128,7 +1130,8 @@ async fn arm_random_fault(app: &TestApp, rng: &mut StdRng) {
         Operation::DeleteDistribution,
     ];
     let operation = operations[rng.random_range(0..operations.len())];
-    // Every error a CloudFront peer may really answer; NoSuchDistribution and
+
+    // Every error a CloudFront peer may really return. NoSuchDistribution and
     // DistributionAlreadyExists are left out because the service trusts them as facts.
     let errors: [(u16, &str); 11] = [
         (400, "Throttling"),
@@ -1143,6 +1146,7 @@ async fn arm_random_fault(app: &TestApp, rng: &mut StdRng) {
         (400, "InvalidViewerCertificate"),
         (400, "TooManyDistributions"),
     ];
+
     match rng.random_range(0..6) {
         0 | 1 => {
             let (status, code) = errors[rng.random_range(0..errors.len())];
