@@ -105,7 +105,7 @@ impl From<Distribution> for DistributionResource {
 }
 
 /// Renders a resource with its ETag (the row's version) and, when given, a Location.
-fn resource_response(status: StatusCode, row: Distribution, location: bool) -> Response {
+pub(super) fn resource_response(status: StatusCode, row: Distribution, location: bool) -> Response {
     let etag = etag_of(&row);
     let path = format!("/v1/distributions/{}", row.id);
     let mut response = (status, axum::Json(DistributionResource::from(row))).into_response();

@@ -1,5 +1,6 @@
 //! The REST API: routes, shared state, middleware and the OpenAPI document.
 
+pub mod actions;
 pub mod auth;
 pub mod distributions;
 pub mod error;
@@ -125,6 +126,7 @@ fn api_router() -> OpenApiRouter<AppState> {
             distributions::update,
             distributions::delete
         ))
+        .routes(routes!(actions::retry))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
 }

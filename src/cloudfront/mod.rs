@@ -220,6 +220,44 @@ impl CloudFront {
         remote(output.distribution(), output.e_tag())
     }
 
+    /// Lists every distribution in the account, following `NextMarker` page by page until
+    /// CloudFront reports `IsTruncated=false`.
+    pub async fn list_all(&self) -> Result<Vec<Summary>, CallError> {
+        let mut summaries = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let output = self
+                .client
+                .list_distributions()
+                .set_marker(marker.take())
+                .send()
+                .await
+                .map_err(|error| errors::classify(&error))?;
+            let Some(list) = output.distribution_list() else {
+                return Err(CallError {
+                    class: ErrorClass::Transient,
+                    code: "MalformedResponse".to_owned(),
+                    message: "CloudFront's response has no DistributionList".to_owned(),
+                });
+            };
+            summaries.extend(list.items().iter().map(summary));
+            if !list.is_truncated() {
+                return Ok(summaries);
+            }
+            match list.next_marker() {
+                Some(next) if !next.is_empty() => marker = Some(next.to_owned()),
+                _ => {
+                    return Err(CallError {
+                        class: ErrorClass::Transient,
+                        code: "MalformedResponse".to_owned(),
+                        message: "CloudFront's list page is truncated but has no NextMarker"
+                            .to_owned(),
+                    });
+                }
+            }
+        }
+    }
+
     /// DeleteDistribution with If-Match.
     pub async fn delete(&self, cloudfront_id: &str, etag: &str) -> Result<(), CallError> {
         self.client
@@ -230,6 +268,37 @@ impl CloudFront {
             .await
             .map_err(|error| errors::classify(&error))?;
         Ok(())
+    }
+}
+
+/// One distribution as ListDistributions describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Summary {
+    pub id: String,
+    pub arn: String,
+    pub domain_name: String,
+    /// `InProgress` or `Deployed`.
+    pub status: String,
+    pub enabled: bool,
+    pub comment: String,
+    pub aliases: Vec<String>,
+    /// Present in the API since ETags were added to summaries; older peers leave it out.
+    pub etag: Option<String>,
+}
+
+fn summary(item: &aws_sdk_cloudfront::types::DistributionSummary) -> Summary {
+    Summary {
+        id: item.id().to_owned(),
+        arn: item.arn().to_owned(),
+        domain_name: item.domain_name().to_owned(),
+        status: item.status().to_owned(),
+        enabled: item.enabled(),
+        comment: item.comment().to_owned(),
+        aliases: item
+            .aliases()
+            .map(|aliases| aliases.items().to_vec())
+            .unwrap_or_default(),
+        etag: item.e_tag().map(str::to_owned),
     }
 }
 

@@ -402,9 +402,10 @@ fn on_snapshot(row: &Stored, snapshot: &Snapshot, policy: &Policy) -> Decision {
     }
 }
 
-/// CloudFront no longer has the distribution.
+/// CloudFront no longer has the distribution. Only a row already `deleting` may have sent a
+/// DeleteDistribution whose answer was lost; in any other state someone else deleted it.
 fn gone(row: &Stored) -> Decision {
-    let reason = if row.intent == Intent::Delete {
+    let reason = if row.intent == Intent::Delete && row.status == Status::Deleting {
         "deleted"
     } else {
         "deleted outside the service"

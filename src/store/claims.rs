@@ -209,6 +209,7 @@ pub async fn record_before_call(
             update distributions d
             set status = $3,
                 create_attempted = d.create_attempted or $5,
+                creates_unresolved = d.creates_unresolved + case when $5 then 1 else 0 end,
                 version = d.version + case when d.status <> $3 then 1 else 0 end,
                 updated_at = now()
             from previous
@@ -231,9 +232,56 @@ pub async fn record_before_call(
     Ok(written == 1)
 }
 
+/// The end of a CreateDistribution call that returned no distribution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CreateOutcome {
+    /// No definitive response (a timeout, a 5xx, a lost response), so it may have created one.
+    Uncertain,
+    /// CloudFront rejected or throttled it, so this call created nothing.
+    Rejected,
+}
+
+/// Records how a failed create ended, whether or not the lease still holds: like
+/// [`record_created_identity`] these are facts. An uncertain end is remembered for good. A
+/// rejection clears `create_attempted` only when no other create is outstanding (one sent
+/// under an older lease may still be in flight) and none was uncertain, so a later delete of
+/// a row CloudFront never accepted needs no CloudFront call. Returns `create_attempted`
+/// afterwards.
+///
+/// NOTE: an uncertain create that ends after its row was deleted is recorded but not acted
+/// on, so a distribution it may have made is found only by a sweep on the row-id tag.
+pub async fn record_create_outcome(
+    executor: impl PgExecutor<'_>,
+    id: Uuid,
+    outcome: CreateOutcome,
+) -> Result<bool, StoreError> {
+    let uncertain = outcome == CreateOutcome::Uncertain;
+    let create_attempted = sqlx::query_scalar!(
+        r#"
+        update distributions
+        set create_uncertain = create_uncertain or $2,
+            creates_unresolved = case when $2 then creates_unresolved
+                                      else greatest(creates_unresolved - 1, 0) end,
+            create_attempted = create_attempted
+                and (create_uncertain or $2 or creates_unresolved > 1)
+        where id = $1
+        returning create_attempted
+        "#,
+        id,
+        uncertain,
+    )
+    .fetch_one(executor)
+    .await?;
+    Ok(create_attempted)
+}
+
 /// Records the identity of a distribution CloudFront created for this row even when the
 /// lease was lost meanwhile: these are facts, not decisions, and keeping them saves the next
 /// worker a create call that would only answer DistributionAlreadyExists.
+///
+/// A create from a check that lost its lease can land after the row was deleted (its first
+/// distribution deleted, or none made): the new distribution then belongs to no live row.
+/// Such a row is reopened as `disabling` with this id, due now, so the worker deletes it too.
 pub async fn record_created_identity(
     executor: impl PgExecutor<'_>,
     id: Uuid,
@@ -243,9 +291,32 @@ pub async fn record_created_identity(
 ) -> Result<(), StoreError> {
     sqlx::query!(
         r#"
-        update distributions
-        set cloudfront_id = $2, arn = $3, domain_name = $4, create_attempted = true
-        where id = $1 and cloudfront_id is null
+        with late as (
+            select id, status from distributions
+            where id = $1
+              and (cloudfront_id is null
+                   or (status = 'deleted' and intent <> 'keep' and cloudfront_id <> $2))
+            for update
+        ), updated as (
+            update distributions d
+            set cloudfront_id = $2, arn = $3, domain_name = $4, create_attempted = true,
+                status = case when late.status = 'deleted' then 'disabling' else d.status end,
+                next_check_at = case when late.status = 'deleted' then now()
+                                     else d.next_check_at end,
+                deleted_at = case when late.status = 'deleted' then null else d.deleted_at end,
+                disable_confirmed = d.disable_confirmed and late.status <> 'deleted',
+                enabled_reads = case when late.status = 'deleted' then 0 else d.enabled_reads end,
+                lease_token = d.lease_token + case when late.status = 'deleted' then 1 else 0 end,
+                version = d.version + case when late.status = 'deleted' then 1 else 0 end,
+                updated_at = now()
+            from late
+            where d.id = late.id
+            returning d.id, late.status as from_status, d.status as to_status
+        )
+        insert into distribution_events (distribution_id, from_status, to_status, reason)
+        select id, from_status, to_status,
+               'a create sent before the deletion made another distribution; deleting it'
+        from updated where from_status <> to_status
         "#,
         id,
         cloudfront_id,

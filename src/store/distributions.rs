@@ -18,6 +18,10 @@ pub struct Distribution {
     pub intent: Intent,
     pub caller_reference: String,
     pub create_attempted: bool,
+    /// A create ended without a definitive response, so it may have made a distribution.
+    pub create_uncertain: bool,
+    /// Creates sent and not yet rejected; a success or an uncertain end never lowers it.
+    pub creates_unresolved: i32,
     pub cloudfront_id: Option<String>,
     pub arn: Option<String>,
     pub domain_name: Option<String>,
@@ -56,6 +60,8 @@ pub(crate) struct Record {
     pub intent: String,
     pub caller_reference: String,
     pub create_attempted: bool,
+    pub create_uncertain: bool,
+    pub creates_unresolved: i32,
     pub cloudfront_id: Option<String>,
     pub arn: Option<String>,
     pub domain_name: Option<String>,
@@ -107,6 +113,8 @@ impl TryFrom<Record> for Distribution {
             intent,
             caller_reference: record.caller_reference,
             create_attempted: record.create_attempted,
+            create_uncertain: record.create_uncertain,
+            creates_unresolved: record.creates_unresolved,
             cloudfront_id: record.cloudfront_id,
             arn: record.arn,
             domain_name: record.domain_name,
@@ -315,8 +323,9 @@ pub async fn request_delete(
                     next_check_at = now(),
                     lease_token = lease_token + 1,
                     failures = 0,
-                    disable_confirmed = case when status = 'failed' then false else disable_confirmed end,
-                    enabled_reads = 0,
+                    disable_confirmed = case when status = 'failed' then false
+                        else disable_confirmed end,
+                    enabled_reads = case when status = 'failed' then 0 else enabled_reads end,
                     status = case when status = 'failed' then
                         case when cloudfront_id is null then 'creating' else 'disabling' end
                         else status end,
@@ -419,4 +428,86 @@ pub async fn count_live(executor: impl PgExecutor<'_>, owner: &str) -> Result<i6
     .fetch_one(executor)
     .await?;
     Ok(count)
+}
+
+/// The result of [`retry`].
+#[derive(Clone, Debug)]
+pub enum RetryOutcome {
+    /// The failed row is back in the lifecycle and due now.
+    Retried(Distribution),
+    /// The row is not `failed`, so there is nothing to retry; it is returned unchanged.
+    NotFailed(Distribution),
+    /// No such row, or it belongs to another owner.
+    NotFound,
+}
+
+/// Puts a `failed` row back into the lifecycle, for example after an operator fixed the IAM
+/// policy or removed a conflicting alias. The row goes back to `creating` when it has no
+/// CloudFront id, else to `deploying` or `disabling` by its intent, with its counters reset
+/// and due at once. Bumping the lease token drops any check still in flight. `owner` limits
+/// the lookup to that owner's rows; `None` (operators) finds any row.
+pub async fn retry(
+    pool: &PgPool,
+    id: Uuid,
+    owner: Option<&str>,
+) -> Result<RetryOutcome, StoreError> {
+    let mut transaction = pool.begin().await?;
+
+    let current = sqlx::query!(
+        r#"
+        select status from distributions
+        where id = $1 and ($2::text is null or owner = $2)
+        for update
+        "#,
+        id,
+        owner,
+    )
+    .fetch_optional(&mut *transaction)
+    .await?;
+    let Some(current) = current else {
+        return Ok(RetryOutcome::NotFound);
+    };
+
+    if current.status != Status::Failed.as_str() {
+        let row = get(&mut *transaction, id)
+            .await?
+            .expect("the row was locked in this transaction");
+        transaction.commit().await?;
+        return Ok(RetryOutcome::NotFailed(row));
+    }
+
+    sqlx::query!(
+        r#"
+        with updated as (
+            update distributions
+            set status = case
+                    when cloudfront_id is null then 'creating'
+                    when intent = 'keep' then 'deploying'
+                    else 'disabling' end,
+                failures = 0,
+                checks = 0,
+                disable_confirmed = false,
+                enabled_reads = 0,
+                waiting_since = now(),
+                next_check_at = now(),
+                lease_token = lease_token + 1,
+                version = version + 1,
+                updated_at = now()
+            where id = $1
+            returning id, status
+        )
+        insert into distribution_events (distribution_id, from_status, to_status, reason)
+        select id, 'failed', status, 'retry requested' from updated
+        "#,
+        id,
+    )
+    .execute(&mut *transaction)
+    .await?;
+    super::notify_work(&mut *transaction).await?;
+
+    let row = get(&mut *transaction, id)
+        .await?
+        .expect("the row was locked in this transaction");
+    transaction.commit().await?;
+    Ok(RetryOutcome::Retried(row))
 }

@@ -12,7 +12,7 @@ use crate::cloudfront::Remote;
 use crate::lifecycle::{
     self, Action, CallError, Decision, ErrorClass, Failures, Intent, Observed, Status, Stored, Wait,
 };
-use crate::store::claims::{self, Claimed, WriteBack};
+use crate::store::claims::{self, Claimed, CreateOutcome, WriteBack};
 use crate::store::{Distribution, StoreError};
 
 /// Calls one check may make before it stops and comes back later. A normal deletion step
@@ -114,6 +114,14 @@ pub async fn check(context: &WorkerContext, claimed: Claimed) -> Result<Outcome,
                     state.stored.update_pending = false;
                     state.applied_spec_version = Some(row.spec_version);
                 }
+                if let Err(error) = &result
+                    && let Some(outcome) = create_outcome(error)
+                {
+                    let attempted =
+                        claims::record_create_outcome(&context.pool, id, outcome).await?;
+                    state.create_attempted = attempted;
+                    state.stored.create_attempted = attempted;
+                }
                 Observed::Created(remember(&mut state, &mut last_read, result))
             }
             Action::Adopt { cloudfront_id } => {
@@ -196,6 +204,22 @@ pub async fn check(context: &WorkerContext, claimed: Claimed) -> Result<Outcome,
         return Ok(lease_lost(id, &state));
     }
     Ok(Outcome::Written)
+}
+
+/// Classifies a failed create by whether it may have made a distribution. An already used
+/// CallerReference is left out because its distribution is adopted.
+fn create_outcome(error: &CallError) -> Option<CreateOutcome> {
+    match error.class {
+        ErrorClass::Transient => Some(CreateOutcome::Uncertain),
+        // NOTE: with SDK retries (CLOUDFRONT_MAX_ATTEMPTS > 1) an earlier attempt of the
+        // same call may have timed out after CloudFront created the distribution; a rejection
+        // of the retry is still read as definitive. Such a retry usually gets
+        // DistributionAlreadyExists instead, which is adopted.
+        ErrorClass::Permanent | ErrorClass::PermanentUnlessSoon | ErrorClass::Throttled => {
+            Some(CreateOutcome::Rejected)
+        }
+        _ => None,
+    }
 }
 
 fn row_status_in_db(state: &StepState) -> Status {

@@ -71,7 +71,14 @@ impl Default for TestOptions {
                 attempt_timeout: Duration::from_secs(5),
                 call_timeout: Duration::from_secs(10),
             },
-            http: HttpSettings::default(),
+            http: HttpSettings {
+                // Several tests create more distributions for one owner than the default allows.
+                limits: cloudfront_lifecycle::api::ApiLimits {
+                    max_distributions_per_owner: 100_000,
+                    ..Default::default()
+                },
+                ..HttpSettings::default()
+            },
         }
     }
 }

@@ -7,6 +7,7 @@ mod api_contract;
 mod auth;
 mod bad_input;
 mod end_to_end;
+mod failure_modes;
 mod moto;
 mod openapi;
 mod scale;
