@@ -34,6 +34,10 @@ pub enum ApiError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Unavailable(String),
+    #[error("too many requests for this owner; retry after {retry_after} s")]
+    RateLimited { retry_after: u64 },
+    #[error("the request took longer than {0:?} and was abandoned")]
+    RequestTimeout(std::time::Duration),
 }
 
 /// The problem types clients can switch on; each `type` URI is stable.
@@ -49,10 +53,12 @@ pub enum ProblemType {
     ValidationFailed,
     Internal,
     Unavailable,
+    RateLimited,
+    RequestTimeout,
 }
 
 impl ProblemType {
-    pub const ALL: [ProblemType; 10] = [
+    pub const ALL: [ProblemType; 12] = [
         ProblemType::Unauthorized,
         ProblemType::NotFound,
         ProblemType::MethodNotAllowed,
@@ -63,6 +69,8 @@ impl ProblemType {
         ProblemType::ValidationFailed,
         ProblemType::Internal,
         ProblemType::Unavailable,
+        ProblemType::RateLimited,
+        ProblemType::RequestTimeout,
     ];
 
     pub fn slug(self) -> &'static str {
@@ -77,6 +85,8 @@ impl ProblemType {
             ProblemType::ValidationFailed => "validation-failed",
             ProblemType::Internal => "internal",
             ProblemType::Unavailable => "unavailable",
+            ProblemType::RateLimited => "rate-limited",
+            ProblemType::RequestTimeout => "request-timeout",
         }
     }
 
@@ -96,6 +106,8 @@ impl ProblemType {
             ProblemType::ValidationFailed => "Invalid fields",
             ProblemType::Internal => "Internal error",
             ProblemType::Unavailable => "Service unavailable",
+            ProblemType::RateLimited => "Too many requests",
+            ProblemType::RequestTimeout => "Request timed out",
         }
     }
 
@@ -110,6 +122,44 @@ impl ProblemType {
             ProblemType::ValidationFailed => StatusCode::UNPROCESSABLE_ENTITY,
             ProblemType::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ProblemType::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ProblemType::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ProblemType::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+        }
+    }
+
+    /// When the problem occurs and what the client should do, for the OpenAPI document.
+    pub fn description(self) -> &'static str {
+        match self {
+            ProblemType::Unauthorized => {
+                "The Authorization header is missing, or its bearer token is expired, not yet valid, signed by an unknown key, or for another issuer or audience. Get a new token."
+            }
+            ProblemType::NotFound => {
+                "No such route, or no distribution with this id belongs to the caller. Another owner's distribution is reported exactly like one that does not exist."
+            }
+            ProblemType::MethodNotAllowed => "The route exists but not with this HTTP method.",
+            ProblemType::InvalidParameter => {
+                "A path or query parameter is invalid, such as an id that is not a UUID or a limit out of range."
+            }
+            ProblemType::MalformedBody => "The request body is not valid JSON for this operation.",
+            ProblemType::UnsupportedMediaType => {
+                "The request body is not sent as Content-Type: application/json."
+            }
+            ProblemType::PayloadTooLarge => "The request body exceeds the configured size limit.",
+            ProblemType::ValidationFailed => {
+                "The body is well-formed JSON but some fields are invalid; `errors` lists each one with a JSON pointer."
+            }
+            ProblemType::Internal => {
+                "The service failed; the cause is logged with the request id and never sent. Retrying may succeed."
+            }
+            ProblemType::Unavailable => {
+                "A dependency such as the database is unreachable. Retry later."
+            }
+            ProblemType::RateLimited => {
+                "The caller sent more requests than its per-owner rate limit allows. Retry after the number of seconds in the Retry-After header."
+            }
+            ProblemType::RequestTimeout => {
+                "The request took longer than the configured request timeout and was abandoned. It may or may not have taken effect, so read the resource before retrying."
+            }
         }
     }
 }
@@ -143,6 +193,8 @@ impl ApiError {
             ApiError::Validation(_) => ProblemType::ValidationFailed,
             ApiError::Store(_) => ProblemType::Internal,
             ApiError::Unavailable(_) => ProblemType::Unavailable,
+            ApiError::RateLimited { .. } => ProblemType::RateLimited,
+            ApiError::RequestTimeout(_) => ProblemType::RequestTimeout,
         }
     }
 }
@@ -163,6 +215,10 @@ impl IntoResponse for ApiError {
                 if errors.len() == 1 { " is" } else { "s are" }
             ),
             other => other.to_string(),
+        };
+        let retry_after = match &self {
+            ApiError::RateLimited { retry_after } => Some(*retry_after),
+            _ => None,
         };
         let errors = match self {
             ApiError::Validation(errors) => Some(errors),
@@ -186,6 +242,11 @@ impl IntoResponse for ApiError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer error=\"invalid_token\""),
             );
+        }
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

@@ -4,7 +4,8 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cloudfront_lifecycle::api::auth::issue_token;
+use cloudfront_lifecycle::api::HttpSettings;
+use cloudfront_lifecycle::api::auth::{AuthSettings, issue_token};
 use cloudfront_lifecycle::app::{self, CloudFrontTarget, RunningService, ServiceSettings};
 use cloudfront_lifecycle::cloudfront::CallSettings;
 use cloudfront_lifecycle::lifecycle::schedule::{Delays, RecheckSchedule};
@@ -42,6 +43,8 @@ pub struct TestOptions {
     pub cloudfront: CloudFrontTarget,
     pub worker: Option<WorkerSettings>,
     pub calls: CallSettings,
+    pub auth: AuthSettings,
+    pub http: HttpSettings,
 }
 
 impl Default for TestOptions {
@@ -55,6 +58,12 @@ impl Default for TestOptions {
                 max_attempts: 1,
                 attempt_timeout: Duration::from_secs(5),
                 call_timeout: Duration::from_secs(10),
+            },
+            auth: AuthSettings::hs256(SECRET.as_bytes()),
+            // Tests poll quickly, so the per-owner rate limit is off unless a test sets one.
+            http: HttpSettings {
+                rate_limit_per_second: 0,
+                ..HttpSettings::default()
             },
         }
     }
@@ -104,10 +113,10 @@ pub async fn spawn_app_on(database_url: String, options: TestOptions) -> TestApp
         database_url: database_url.clone(),
         database_max_connections: 10,
         migrate: true,
-        jwt_secret: SECRET.as_bytes().to_vec(),
+        auth: Some(options.auth),
         cloudfront: options.cloudfront,
         calls: options.calls,
-        http: Default::default(),
+        http: options.http,
         run_api: true,
         run_worker: options.worker.is_some(),
         worker: options.worker.unwrap_or_default(),

@@ -5,6 +5,7 @@ mod harness;
 
 mod auth;
 mod bad_input;
+mod contract;
 mod end_to_end;
 mod moto;
 mod openapi;
