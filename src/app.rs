@@ -88,7 +88,10 @@ pub async fn start(
 ) -> anyhow::Result<RunningService> {
     // Checked first, so a missing or broken auth setting fails start-up before any other work.
     let authenticator = if settings.run_api {
-        let auth = settings.auth.as_ref().ok_or(AuthSetupError::NothingConfigured)?;
+        let auth = settings
+            .auth
+            .as_ref()
+            .ok_or(AuthSetupError::NothingConfigured)?;
         Some(Arc::new(Authenticator::new(auth).await?))
     } else {
         None

@@ -35,7 +35,10 @@ fn add_problem_types(document: &mut OpenApi) {
         })
         .collect();
     let extensions = document.extensions.get_or_insert_with(Extensions::default);
-    extensions.insert("x-problem-types".to_owned(), serde_json::Value::Array(types));
+    extensions.insert(
+        "x-problem-types".to_owned(),
+        serde_json::Value::Array(types),
+    );
 }
 
 fn problem_response(description: &str, retry_after: bool) -> RefOr<utoipa::openapi::Response> {
@@ -77,9 +80,9 @@ fn add_common_responses(document: &mut OpenApi) {
             responses
                 .entry("408".to_owned())
                 .or_insert_with(|| problem_response("The request timed out", false));
-            responses.entry("429".to_owned()).or_insert_with(|| {
-                problem_response("Too many requests for this owner", true)
-            });
+            responses
+                .entry("429".to_owned())
+                .or_insert_with(|| problem_response("Too many requests for this owner", true));
         }
     }
 }
@@ -115,10 +118,15 @@ fn add_create_links(document: &mut OpenApi) {
             continue;
         }
         for target in &targets {
+            // NOTE: utoipa 5.5 serializes `Link::operation_id` as `operation_id` instead of
+            // the `operationId` that OpenAPI requires, so the field is written through the
+            // link's flattened extensions instead.
+            let mut extensions = Extensions::default();
+            extensions.insert("operationId".to_owned(), target.clone().into());
             let link = LinkBuilder::new()
-                .operation_id(target.clone())
                 .parameter("id", "$response.body#/id")
                 .description(format!("`{target}` on the distribution just created"))
+                .extensions(Some(extensions))
                 .build();
             response.links.insert(target.clone(), RefOr::T(link));
         }

@@ -44,7 +44,11 @@ impl OwnerRateLimiter {
             .check_key(&owner.to_owned())
             .map_err(|not_until| {
                 let wait = not_until.wait_time_from(self.limiter.clock().now());
-                tracing::debug!(owner, wait_ms = wait.as_millis() as u64, "request rate-limited");
+                tracing::debug!(
+                    owner,
+                    wait_ms = wait.as_millis() as u64,
+                    "request rate-limited"
+                );
                 ApiError::RateLimited {
                     retry_after: round_up_to_seconds(wait),
                 }

@@ -86,10 +86,8 @@ pub fn timeout_layer(
 pub fn docs_router() -> Router<AppState> {
     // The validator badge would send the document to an external service, so it is off.
     let config = Config::from("/openapi.json").validator_url("none");
-    Router::from(SwaggerUi::new("/docs").config(config)).layer(
-        SetResponseHeaderLayer::overriding(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(DOCS_CSP),
-        ),
-    )
+    Router::from(SwaggerUi::new("/docs").config(config)).layer(SetResponseHeaderLayer::overriding(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(DOCS_CSP),
+    ))
 }

@@ -6,7 +6,9 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::jwk::{
+    AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm, PublicKeyUse,
+};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use tokio::sync::{Mutex, RwLock};
 
@@ -35,7 +37,8 @@ impl std::str::FromStr for JwksLocation {
             }
             return Ok(JwksLocation::File(PathBuf::from(value)));
         };
-        let url = reqwest::Url::parse(value).map_err(|error| format!("invalid URL {value:?}: {error}"))?;
+        let url = reqwest::Url::parse(value)
+            .map_err(|error| format!("invalid URL {value:?}: {error}"))?;
         match scheme.to_ascii_lowercase().as_str() {
             "https" => Ok(JwksLocation::Url(url)),
             "http" if is_loopback(&url) => Ok(JwksLocation::Url(url)),
@@ -55,7 +58,9 @@ fn is_loopback(url: &reqwest::Url) -> bool {
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
     host.eq_ignore_ascii_case("localhost")
-        || host.parse::<IpAddr>().is_ok_and(|address| address.is_loopback())
+        || host
+            .parse::<IpAddr>()
+            .is_ok_and(|address| address.is_loopback())
 }
 
 impl std::fmt::Display for JwksLocation {
@@ -110,7 +115,10 @@ fn verification_key(jwk: &Jwk) -> Result<VerificationKey, String> {
             Algorithm::ES256
         }
         AlgorithmParameters::EllipticCurve(params) => {
-            return Err(format!("curve {:?} is not supported; only P-256 is", params.curve));
+            return Err(format!(
+                "curve {:?} is not supported; only P-256 is",
+                params.curve
+            ));
         }
         _ => return Err("only RSA and EC P-256 keys are supported".to_owned()),
     };
@@ -243,7 +251,9 @@ impl JwksCache {
             }
             // The old keys stay in use, so an outage of the JWKS host does not lock out
             // tokens signed with keys already known.
-            Err(error) => tracing::warn!(%error, "reloading the JWKS failed; keeping the keys loaded before"),
+            Err(error) => {
+                tracing::warn!(%error, "reloading the JWKS failed; keeping the keys loaded before")
+            }
         }
     }
 }
@@ -307,8 +317,14 @@ mod tests {
 
     #[test]
     fn location_accepts_https_and_files() {
-        assert!(matches!("https://idp.example.com/jwks.json".parse(), Ok(JwksLocation::Url(_))));
-        assert!(matches!("/etc/jwks.json".parse(), Ok(JwksLocation::File(_))));
+        assert!(matches!(
+            "https://idp.example.com/jwks.json".parse(),
+            Ok(JwksLocation::Url(_))
+        ));
+        assert!(matches!(
+            "/etc/jwks.json".parse(),
+            Ok(JwksLocation::File(_))
+        ));
     }
 
     #[test]
@@ -316,7 +332,11 @@ mod tests {
         assert!("http://127.0.0.1:9000/jwks".parse::<JwksLocation>().is_ok());
         assert!("http://[::1]:9000/jwks".parse::<JwksLocation>().is_ok());
         assert!("http://localhost/jwks".parse::<JwksLocation>().is_ok());
-        assert!("http://idp.example.com/jwks".parse::<JwksLocation>().is_err());
+        assert!(
+            "http://idp.example.com/jwks"
+                .parse::<JwksLocation>()
+                .is_err()
+        );
         assert!("http://10.0.0.1/jwks".parse::<JwksLocation>().is_err());
     }
 
