@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs the contract tests against a live service built from this tree: Schemathesis fuzzes
-# every operation in the OpenAPI document (following its links from create to the item
-# operations), then the generated TypeScript client creates, reads, updates and deletes a
+# Runs the contract tests against a live service built from this tree. Schemathesis fuzzes
+# every operation in the OpenAPI document and follows its links from create to the item
+# operations. Then the generated TypeScript client creates, reads, updates and deletes a
 # distribution.
 # Usage: scripts/contract-test.sh. With TEST_DATABASE_URL set (scripts/test.sh sets it) the
 # service gets a fresh database on that server; otherwise a throwaway cluster is started.
@@ -21,6 +21,13 @@ SCHEMATHESIS_SEED=${SCHEMATHESIS_SEED:-20250601}
 # Test cases per operation and phase; 200 take well under two minutes with the four operations
 # of the document at the time of writing.
 SCHEMATHESIS_MAX_EXAMPLES=${SCHEMATHESIS_MAX_EXAMPLES:-200}
+
+for tool in curl npm psql python3; do
+    if ! command -v "$tool" >/dev/null; then
+        echo "error: $tool is missing; the contract tests need curl, Node 20 with npm, psql and python3" >&2
+        exit 1
+    fi
+done
 
 work_dir=$(mktemp -d /tmp/cfl-contract.XXXXXX)
 own_cluster_dir=""
@@ -86,7 +93,7 @@ until curl -fsS "$base_url/healthz" >/dev/null 2>&1; do
         exit 1
     fi
     if ((SECONDS > deadline)); then
-        echo "error: the service did not answer on $base_url/healthz within 60 s" >&2
+        echo "error: the service did not respond on $base_url/healthz within 60 s; see the log below" >&2
         exit 1
     fi
     sleep 0.2

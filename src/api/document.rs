@@ -13,7 +13,7 @@ use super::error::ProblemType;
 const COLLECTION: &str = "/v1/distributions";
 const ITEM_PREFIX: &str = "/v1/distributions/{id}";
 
-/// Adds the derived parts to a document that already holds every route.
+/// Adds the derived parts to a document that already contains every route.
 pub fn complete(document: &mut OpenApi) {
     add_problem_types(document);
     add_common_responses(document);
@@ -64,7 +64,7 @@ fn problem_response(description: &str, retry_after: bool) -> RefOr<utoipa::opena
     RefOr::T(response.build())
 }
 
-/// Documents the 408 and 429 answers on every operation that needs a token, because the
+/// Documents the 408 and 429 responses on every operation that needs a token, because the
 /// timeout and the per-owner rate limit apply to all of them.
 fn add_common_responses(document: &mut OpenApi) {
     for item in document.paths.paths.values_mut() {

@@ -19,8 +19,9 @@ pub struct OwnerRateLimiter {
 }
 
 impl OwnerRateLimiter {
-    /// A limiter allowing `per_second` requests per second and bursts of `burst`; `None`
-    /// when `per_second` is 0, which disables limiting. A burst of 0 is read as 1.
+    /// Creates a limiter allowing `per_second` requests per second and bursts of `burst`.
+    /// Returns `None` when `per_second` is 0, which disables limiting. A burst of 0 is read
+    /// as 1.
     pub fn new(per_second: u32, burst: u32) -> Option<Self> {
         let per_second = NonZeroU32::new(per_second)?;
         let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);

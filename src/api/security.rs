@@ -1,4 +1,4 @@
-//! Response headers that limit what a browser does with the API's answers, the request
+//! Response headers that limit what a browser does with the API's responses, the request
 //! timeout, and the interactive reference page at `/docs`.
 
 use std::time::Duration;
@@ -14,7 +14,7 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
 use super::error::ApiError;
 use super::{AppState, HttpSettings};
 
-/// The policy for every API answer: JSON needs no scripts, styles or frames.
+/// The policy for every API response, because JSON needs no scripts, styles or frames.
 const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
 
 /// The policy for the reference page, which loads its scripts, styles and the OpenAPI
@@ -63,22 +63,21 @@ pub fn headers_layer(
     })
 }
 
-/// Answers a request that runs past `limit` with a `request-timeout` problem. The handler's
+type ResponseFuture = std::pin::Pin<Box<dyn Future<Output = Response> + Send>>;
+
+/// Responds to a request that runs past `limit` with a `request-timeout` problem. The handler's
 /// future is dropped at that point, so work it had not committed yet does not happen.
 pub fn timeout_layer(
     limit: Duration,
-) -> axum::middleware::FromFnLayer<
-    impl Fn(Request, Next) -> std::pin::Pin<Box<dyn Future<Output = Response> + Send>> + Clone,
-    (),
-    (Request,),
-> {
+) -> axum::middleware::FromFnLayer<impl Fn(Request, Next) -> ResponseFuture + Clone, (), (Request,)>
+{
     middleware::from_fn(move |request: Request, next: Next| {
         Box::pin(async move {
             match tokio::time::timeout(limit, next.run(request)).await {
                 Ok(response) => response,
                 Err(_) => ApiError::RequestTimeout(limit).into_response(),
             }
-        }) as std::pin::Pin<Box<dyn Future<Output = Response> + Send>>
+        }) as ResponseFuture
     })
 }
 

@@ -60,7 +60,7 @@ fn ec_a() -> TestKey {
     }
 }
 
-/// The public JWKS document for `keys`.
+/// Builds the public JWKS document for `keys`.
 fn jwks(keys: &[TestKey]) -> Value {
     let keys: Vec<Value> = keys
         .iter()
@@ -101,7 +101,7 @@ fn sign_hs256_raw(secret: &[u8], kid: Option<&str>, claims: &Value) -> String {
     jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(secret)).unwrap()
 }
 
-/// A token whose header says `alg: none`, with an empty signature.
+/// Builds a token whose header declares `alg: none`, with an empty signature.
 fn unsigned(claims: &Value) -> String {
     let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT","kid":"rsa-a"}"#);
     let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
@@ -396,7 +396,7 @@ async fn start_without_auth_fails() {
     assert!(error.contains("AUTH_JWKS"), "error: {error}");
 }
 
-/// Every operation in the OpenAPI document whose path has an `{id}`, as (method, path).
+/// Lists every operation in the OpenAPI document whose path has an `{id}`, as (method, path).
 fn id_routes() -> Vec<(Method, String)> {
     let document = serde_json::to_value(cloudfront_lifecycle::api::openapi()).unwrap();
     let mut routes = Vec::new();

@@ -17,7 +17,7 @@ const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
 /// Seconds one fetch of a JWKS URL may take, connection included.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Where the key set comes from.
+/// The source of the key set: a local file or a URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum JwksLocation {
     File(PathBuf),
@@ -72,7 +72,7 @@ impl std::fmt::Display for JwksLocation {
     }
 }
 
-/// Why a key set could not be loaded.
+/// A failure to load the key set.
 #[derive(Debug, thiserror::Error)]
 pub enum JwksError {
     #[error("reading the JWKS file {path} failed: {source}")]
@@ -102,9 +102,9 @@ pub struct VerificationKey {
     pub key: DecodingKey,
 }
 
-/// Converts one JWK into a verification key, or explains why it is skipped. Only RSA keys
-/// (for RS256) and P-256 keys (for ES256) are used; symmetric `oct` keys are never taken
-/// from a key set, so a published JWKS cannot turn into an HMAC secret.
+/// Converts one JWK into a verification key, or returns why it is skipped. Only RSA keys
+/// (for RS256) and P-256 keys (for ES256) are used. Symmetric `oct` keys are skipped, so a
+/// published JWKS can never become an HMAC secret.
 fn verification_key(jwk: &Jwk) -> Result<VerificationKey, String> {
     if matches!(&jwk.common.public_key_use, Some(usage) if *usage != PublicKeyUse::Signature) {
         return Err("its use is not sig".to_owned());

@@ -17,7 +17,7 @@ use super::AppState;
 use super::error::ApiError;
 use jwks::{JwksCache, JwksError, JwksLocation};
 
-/// How tokens are verified.
+/// Token verification settings.
 #[derive(Clone, Debug)]
 pub struct AuthSettings {
     /// Secret for HS256 tokens; `None` rejects HS256.
@@ -54,7 +54,7 @@ impl AuthSettings {
     }
 }
 
-/// Why an authenticator could not be built.
+/// A failure to build the authenticator from its settings.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthSetupError {
     #[error("no token verification is configured: set AUTH_JWT_SECRET, AUTH_JWKS, or both")]
@@ -74,7 +74,7 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    /// An authenticator for HS256 tokens only.
+    /// Creates an authenticator for HS256 tokens only.
     pub fn hs256(secret: &[u8]) -> Self {
         Authenticator {
             hs256: Some(DecodingKey::from_secret(secret)),
