@@ -2,6 +2,8 @@
 # Runs the whole test suite against a fresh throwaway Postgres cluster and a local moto install.
 # Usage: scripts/test.sh [cargo test arguments...], for example scripts/test.sh -- --nocapture
 # NOTE: --all-targets covers the library, binary and integration tests but not doctests.
+# Afterwards scripts/contract-test.sh runs Schemathesis and the TypeScript client test
+# against a live service; SKIP_CONTRACT_TESTS=1 skips them.
 set -euo pipefail
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -41,3 +43,10 @@ export MOTO_SERVER_BIN
 
 echo "==> Running cargo test --all-targets${*:+ $*} (target dir $CARGO_TARGET_DIR)"
 cargo test --all-targets "$@"
+
+# The contract tests fuzz the live service and drive it with the generated TypeScript client.
+if [[ ${SKIP_CONTRACT_TESTS:-} == 1 ]]; then
+    echo "==> Skipping the contract tests (SKIP_CONTRACT_TESTS=1)"
+else
+    scripts/contract-test.sh
+fi

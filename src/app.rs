@@ -12,7 +12,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::api::auth::Authenticator;
+use crate::api::auth::{AuthSettings, AuthSetupError, Authenticator};
+use crate::api::rate_limit::OwnerRateLimiter;
 use crate::api::{self, AppState, HttpSettings};
 use crate::cloudfront::{Backend, CallSettings, CloudFront};
 use crate::simulator::{DeployTime, Simulator, SimulatorServer, SimulatorSettings};
@@ -38,7 +39,8 @@ pub struct ServiceSettings {
     pub database_url: String,
     pub database_max_connections: u32,
     pub migrate: bool,
-    pub jwt_secret: Vec<u8>,
+    /// Token verification; required when the API runs.
+    pub auth: Option<AuthSettings>,
     pub cloudfront: CloudFrontTarget,
     pub calls: CallSettings,
     pub http: HttpSettings,
@@ -84,6 +86,17 @@ pub async fn start(
     settings: ServiceSettings,
     listener: Option<TcpListener>,
 ) -> anyhow::Result<RunningService> {
+    // Checked first, so a missing or broken auth setting fails start-up before any other work.
+    let authenticator = if settings.run_api {
+        let auth = settings
+            .auth
+            .as_ref()
+            .ok_or(AuthSetupError::NothingConfigured)?;
+        Some(Arc::new(Authenticator::new(auth).await?))
+    } else {
+        None
+    };
+
     let pool = store::connect_lazy(&settings.database_url, settings.database_max_connections)
         .context("DATABASE_URL is not a valid Postgres URL")?;
     if settings.migrate {
@@ -111,11 +124,16 @@ pub async fn start(
         address = Some(listener.local_addr()?);
         let state = AppState {
             pool: pool.clone(),
-            authenticator: Arc::new(Authenticator::hs256(&settings.jwt_secret)),
+            authenticator: authenticator.expect("built above when the API runs"),
             backend: backend.clone(),
             notifier: WorkNotifier::spawn(pool.clone()),
             metrics,
             limits: settings.http.limits.clone(),
+            rate_limiter: OwnerRateLimiter::new(
+                settings.http.rate_limit_per_second,
+                settings.http.rate_limit_burst,
+            )
+            .map(Arc::new),
         };
         let router = api::router(state, &settings.http);
         let stop = shutdown.clone();

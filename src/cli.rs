@@ -8,7 +8,8 @@ use tokio::net::TcpListener;
 
 use crate::app::{self, CloudFrontTarget, ServiceSettings};
 use crate::config::{
-    AuthArgs, BackendKind, CloudFrontArgs, DatabaseArgs, HttpArgs, LogArgs, WorkerArgs, seconds,
+    AuthArgs, BackendKind, CloudFrontArgs, DatabaseArgs, HttpArgs, LogArgs, Secret, WorkerArgs,
+    seconds,
 };
 use crate::simulator::{DeployTime, Simulator, SimulatorSettings};
 
@@ -107,8 +108,9 @@ pub struct TokenArgs {
     /// Seconds until the token expires.
     #[arg(long, default_value_t = 3600)]
     pub ttl: u64,
-    #[command(flatten)]
-    pub auth: AuthArgs,
+    /// HS256 secret that signs the token (at least 32 characters).
+    #[arg(long, env = "AUTH_JWT_SECRET", hide_env_values = true)]
+    pub auth_jwt_secret: Secret,
 }
 
 /// Runs the parsed command line.
@@ -160,7 +162,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Simulator(args) => run_simulator(args).await,
         Command::Token(args) => {
             let token = crate::api::auth::issue_token(
-                args.auth.auth_jwt_secret.expose().as_bytes(),
+                args.auth_jwt_secret.expose().as_bytes(),
                 &args.sub,
                 args.ttl,
             )
@@ -193,9 +195,7 @@ fn service_settings(
         database_url: database.database_url.clone(),
         database_max_connections: database.database_max_connections,
         migrate,
-        jwt_secret: auth
-            .map(|auth| auth.auth_jwt_secret.expose().as_bytes().to_vec())
-            .unwrap_or_default(),
+        auth: auth.map(AuthArgs::settings),
         cloudfront: target,
         calls: cloudfront.call_settings(),
         http: http.map(HttpArgs::settings).unwrap_or_default(),

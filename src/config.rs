@@ -7,6 +7,8 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 
 use crate::api::HttpSettings;
+use crate::api::auth::AuthSettings;
+use crate::api::auth::jwks::JwksLocation;
 use crate::cloudfront::CallSettings;
 use crate::lifecycle::Policy;
 use crate::lifecycle::schedule::{Delays, RecheckSchedule};
@@ -57,9 +59,59 @@ pub struct DatabaseArgs {
 
 #[derive(Args, Clone, Debug)]
 pub struct AuthArgs {
-    /// HS256 secret that signs and verifies bearer tokens (at least 32 characters).
+    /// HS256 secret that verifies bearer tokens (at least 32 characters). Optional when
+    /// AUTH_JWKS is set; without it HS256 tokens are rejected.
     #[arg(long, env = "AUTH_JWT_SECRET", hide_env_values = true)]
-    pub auth_jwt_secret: Secret,
+    pub auth_jwt_secret: Option<Secret>,
+
+    /// JWKS with the RS256 and ES256 keys that verify bearer tokens: a file path or an
+    /// https:// URL (http:// only for a loopback host).
+    #[arg(long, env = "AUTH_JWKS")]
+    pub auth_jwks: Option<JwksLocation>,
+
+    /// Required value of the tokens' iss claim; unset accepts any issuer.
+    #[arg(long, env = "AUTH_ISSUER")]
+    pub auth_issuer: Option<String>,
+
+    /// Required value (one of) the tokens' aud claim; unset ignores aud.
+    #[arg(long, env = "AUTH_AUDIENCE")]
+    pub auth_audience: Option<String>,
+
+    /// Seconds of clock difference tolerated when checking exp and nbf.
+    #[arg(long, env = "AUTH_LEEWAY_SECONDS", default_value_t = 30)]
+    pub auth_leeway_seconds: u64,
+
+    /// The token claim that names the owner of distributions.
+    #[arg(long, env = "AUTH_OWNER_CLAIM", default_value = "sub")]
+    pub auth_owner_claim: String,
+
+    /// Minimum seconds between two reloads of the JWKS, which happen when a token names an
+    /// unknown kid.
+    #[arg(long, env = "AUTH_JWKS_MIN_RELOAD_SECONDS", default_value_t = 30.0)]
+    pub auth_jwks_min_reload_seconds: f64,
+
+    /// Seconds after which the JWKS is reloaded on the next request, so removed keys stop
+    /// verifying tokens.
+    #[arg(long, env = "AUTH_JWKS_MAX_AGE_SECONDS", default_value_t = 600.0)]
+    pub auth_jwks_max_age_seconds: f64,
+}
+
+impl AuthArgs {
+    pub fn settings(&self) -> AuthSettings {
+        AuthSettings {
+            hs256_secret: self
+                .auth_jwt_secret
+                .as_ref()
+                .map(|secret| secret.expose().as_bytes().to_vec()),
+            jwks: self.auth_jwks.clone(),
+            issuer: self.auth_issuer.clone(),
+            audience: self.auth_audience.clone(),
+            leeway_seconds: self.auth_leeway_seconds,
+            owner_claim: self.auth_owner_claim.clone(),
+            jwks_min_reload_interval: seconds(self.auth_jwks_min_reload_seconds),
+            jwks_max_age: seconds(self.auth_jwks_max_age_seconds),
+        }
+    }
 }
 
 /// Where CloudFront calls go.
@@ -135,6 +187,18 @@ pub struct HttpArgs {
     /// Seconds an Idempotency-Key is remembered.
     #[arg(long, env = "IDEMPOTENCY_TTL_SECONDS", default_value_t = 86_400.0)]
     pub idempotency_ttl_seconds: f64,
+    /// Sustained requests per second allowed to each owner; 0 disables the limit.
+    #[arg(long, env = "RATE_LIMIT_PER_SECOND", default_value_t = 10)]
+    pub rate_limit_per_second: u32,
+
+    /// Requests an owner may send in a burst before RATE_LIMIT_PER_SECOND applies.
+    #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = 50)]
+    pub rate_limit_burst: u32,
+
+    /// max-age, in seconds, of the Strict-Transport-Security header; 0 sends none. Set it
+    /// only when clients reach the service over HTTPS.
+    #[arg(long, env = "HSTS_MAX_AGE_SECONDS", default_value_t = 0)]
+    pub hsts_max_age_seconds: u64,
 }
 
 impl HttpArgs {
@@ -147,6 +211,9 @@ impl HttpArgs {
                 max_distributions_per_owner: self.max_distributions_per_owner,
                 idempotency_ttl: seconds(self.idempotency_ttl_seconds),
             },
+            rate_limit_per_second: self.rate_limit_per_second,
+            rate_limit_burst: self.rate_limit_burst,
+            hsts_max_age_seconds: self.hsts_max_age_seconds,
         }
     }
 }

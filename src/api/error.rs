@@ -40,6 +40,10 @@ pub enum ApiError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Unavailable(String),
+    #[error("too many requests for this owner; retry after {retry_after} s")]
+    RateLimited { retry_after: u64 },
+    #[error("the request took longer than {0:?} and was abandoned")]
+    RequestTimeout(std::time::Duration),
 }
 
 /// The problem types clients can switch on; each `type` URI is stable.
@@ -58,10 +62,12 @@ pub enum ProblemType {
     PreconditionFailed,
     Internal,
     Unavailable,
+    RateLimited,
+    RequestTimeout,
 }
 
 impl ProblemType {
-    pub const ALL: [ProblemType; 13] = [
+    pub const ALL: [ProblemType; 15] = [
         ProblemType::Unauthorized,
         ProblemType::NotFound,
         ProblemType::MethodNotAllowed,
@@ -75,6 +81,8 @@ impl ProblemType {
         ProblemType::PreconditionFailed,
         ProblemType::Internal,
         ProblemType::Unavailable,
+        ProblemType::RateLimited,
+        ProblemType::RequestTimeout,
     ];
 
     pub fn slug(self) -> &'static str {
@@ -92,6 +100,8 @@ impl ProblemType {
             ProblemType::PreconditionFailed => "precondition-failed",
             ProblemType::Internal => "internal",
             ProblemType::Unavailable => "unavailable",
+            ProblemType::RateLimited => "rate-limited",
+            ProblemType::RequestTimeout => "request-timeout",
         }
     }
 
@@ -114,6 +124,8 @@ impl ProblemType {
             ProblemType::PreconditionFailed => "The resource has changed",
             ProblemType::Internal => "Internal error",
             ProblemType::Unavailable => "Service unavailable",
+            ProblemType::RateLimited => "Too many requests",
+            ProblemType::RequestTimeout => "Request timed out",
         }
     }
 
@@ -130,6 +142,53 @@ impl ProblemType {
             ProblemType::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             ProblemType::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ProblemType::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ProblemType::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ProblemType::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+        }
+    }
+
+    /// When the problem occurs and what the client should do, for the OpenAPI document.
+    pub fn description(self) -> &'static str {
+        match self {
+            ProblemType::Unauthorized => {
+                "The Authorization header is missing, or its bearer token is expired, not yet valid, signed by an unknown key, or for another issuer or audience. Get a new token."
+            }
+            ProblemType::NotFound => {
+                "No such route, or no distribution with this id belongs to the caller. Another owner's distribution is reported exactly like one that does not exist."
+            }
+            ProblemType::MethodNotAllowed => "The route exists but not with this HTTP method.",
+            ProblemType::InvalidParameter => {
+                "A path or query parameter is invalid, such as an id that is not a UUID or a limit out of range."
+            }
+            ProblemType::MalformedBody => "The request body is not valid JSON for this operation.",
+            ProblemType::UnsupportedMediaType => {
+                "The request body is not sent as Content-Type: application/json."
+            }
+            ProblemType::PayloadTooLarge => "The request body exceeds the configured size limit.",
+            ProblemType::ValidationFailed => {
+                "The body is well-formed JSON but some fields are invalid; `errors` lists each one with a JSON pointer."
+            }
+            ProblemType::Conflict => {
+                "The request does not fit the distribution's current state, such as an update while it is being deleted, or a retry of a distribution that has not failed."
+            }
+            ProblemType::QuotaExceeded => {
+                "The owner already has as many live distributions as MAX_DISTRIBUTIONS_PER_OWNER allows. Delete one first."
+            }
+            ProblemType::PreconditionFailed => {
+                "If-Match names an older version of the resource: someone changed it since it was read. Read it again and retry with its current ETag."
+            }
+            ProblemType::Internal => {
+                "The service failed; the cause is logged with the request id and never sent. Retrying may succeed."
+            }
+            ProblemType::Unavailable => {
+                "A dependency such as the database is unreachable. Retry later."
+            }
+            ProblemType::RateLimited => {
+                "The caller sent more requests than its per-owner rate limit allows. Retry after the number of seconds in the Retry-After header."
+            }
+            ProblemType::RequestTimeout => {
+                "The request took longer than the configured request timeout and was abandoned. It may or may not have taken effect, so read the resource before retrying."
+            }
         }
     }
 }
@@ -166,6 +225,8 @@ impl ApiError {
             ApiError::PreconditionFailed(_) => ProblemType::PreconditionFailed,
             ApiError::Store(_) => ProblemType::Internal,
             ApiError::Unavailable(_) => ProblemType::Unavailable,
+            ApiError::RateLimited { .. } => ProblemType::RateLimited,
+            ApiError::RequestTimeout(_) => ProblemType::RequestTimeout,
         }
     }
 }
@@ -186,6 +247,10 @@ impl IntoResponse for ApiError {
                 if errors.len() == 1 { " is" } else { "s are" }
             ),
             other => other.to_string(),
+        };
+        let retry_after = match &self {
+            ApiError::RateLimited { retry_after } => Some(*retry_after),
+            _ => None,
         };
         let errors = match self {
             ApiError::Validation(errors) => Some(errors),
@@ -209,6 +274,11 @@ impl IntoResponse for ApiError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer error=\"invalid_token\""),
             );
+        }
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

@@ -3,9 +3,12 @@
 pub mod actions;
 pub mod auth;
 pub mod distributions;
+mod document;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod rate_limit;
+mod security;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,8 +20,6 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -28,6 +29,7 @@ use utoipa_axum::routes;
 use crate::cloudfront::Backend;
 use crate::store::notify::WorkNotifier;
 use auth::Authenticator;
+use rate_limit::OwnerRateLimiter;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -37,6 +39,8 @@ pub struct AppState {
     pub backend: Backend,
     pub notifier: WorkNotifier,
     pub metrics: Option<PrometheusHandle>,
+    /// Per-owner request limit; `None` when disabled.
+    pub rate_limiter: Option<Arc<OwnerRateLimiter>>,
     pub limits: ApiLimits,
 }
 
@@ -73,6 +77,12 @@ pub struct HttpSettings {
     pub body_limit_bytes: usize,
     pub request_timeout: Duration,
     pub limits: ApiLimits,
+    /// Sustained requests per second allowed to each owner; 0 disables the limit.
+    pub rate_limit_per_second: u32,
+    /// Requests an owner may send at once before the sustained rate applies.
+    pub rate_limit_burst: u32,
+    /// `max-age` of the Strict-Transport-Security header in seconds; 0 sends no header.
+    pub hsts_max_age_seconds: u64,
 }
 
 impl Default for HttpSettings {
@@ -82,6 +92,9 @@ impl Default for HttpSettings {
             body_limit_bytes: 64 * 1024,
             request_timeout: Duration::from_secs(15),
             limits: ApiLimits::default(),
+            rate_limit_per_second: 10,
+            rate_limit_burst: 50,
+            hsts_max_age_seconds: 0,
         }
     }
 }
@@ -131,9 +144,16 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(health::readyz))
 }
 
+/// The routes and the complete OpenAPI document that describes them.
+fn api_parts() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (router, mut document) = api_router().split_for_parts();
+    document::complete(&mut document);
+    (router, document)
+}
+
 /// The OpenAPI document the code describes; `openapi/openapi.json` must equal it.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_router().split_for_parts().1
+    api_parts().1
 }
 
 /// The OpenAPI document as committed: pretty JSON with a trailing newline.
@@ -147,7 +167,7 @@ pub fn openapi_json() -> String {
 
 /// Builds the whole HTTP application.
 pub fn router(state: AppState, settings: &HttpSettings) -> Router {
-    let (router, document) = api_router().split_for_parts();
+    let (router, document) = api_parts();
     let document = Arc::new(document);
 
     let request_id = HeaderName::from_static("x-request-id");
@@ -175,23 +195,14 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
             }),
         )
         .route("/metrics", axum::routing::get(health::metrics))
+        .merge(security::docs_router())
         .fallback(error::route_not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state)
         .layer(DefaultBodyLimit::max(settings.body_limit_bytes))
-        .layer(TimeoutLayer::with_status_code(
-            axum::http::StatusCode::REQUEST_TIMEOUT,
-            settings.request_timeout,
-        ))
+        .layer(security::timeout_layer(settings.request_timeout))
         .layer(cors(settings))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("no-store"),
-        ))
+        .layer(security::headers_layer(settings))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(trace)
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))

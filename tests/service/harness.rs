@@ -5,7 +5,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cloudfront_lifecycle::api::HttpSettings;
-use cloudfront_lifecycle::api::auth::issue_token;
+use cloudfront_lifecycle::api::auth::{AuthSettings, issue_token};
 use cloudfront_lifecycle::app::{self, CloudFrontTarget, RunningService, ServiceSettings};
 use cloudfront_lifecycle::cloudfront::CallSettings;
 use cloudfront_lifecycle::lifecycle::schedule::{Delays, RecheckSchedule};
@@ -56,6 +56,7 @@ pub struct TestOptions {
     pub cloudfront: CloudFrontTarget,
     pub worker: Option<WorkerSettings>,
     pub calls: CallSettings,
+    pub auth: AuthSettings,
     pub http: HttpSettings,
 }
 
@@ -71,7 +72,10 @@ impl Default for TestOptions {
                 attempt_timeout: Duration::from_secs(5),
                 call_timeout: Duration::from_secs(10),
             },
+            auth: AuthSettings::hs256(SECRET.as_bytes()),
+            // Tests poll quickly, so the per-owner rate limit is off unless a test sets one.
             http: HttpSettings {
+                rate_limit_per_second: 0,
                 // Several tests create more distributions for one owner than the default allows.
                 limits: cloudfront_lifecycle::api::ApiLimits {
                     max_distributions_per_owner: 100_000,
@@ -127,7 +131,7 @@ pub async fn spawn_app_on(database_url: String, options: TestOptions) -> TestApp
         database_url: database_url.clone(),
         database_max_connections: 10,
         migrate: true,
-        jwt_secret: SECRET.as_bytes().to_vec(),
+        auth: Some(options.auth),
         cloudfront: options.cloudfront,
         calls: options.calls,
         http: options.http,

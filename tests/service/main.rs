@@ -6,6 +6,7 @@ mod harness;
 mod api_contract;
 mod auth;
 mod bad_input;
+mod contract;
 mod end_to_end;
 mod failure_modes;
 mod moto;
