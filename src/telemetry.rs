@@ -2,7 +2,11 @@
 
 use std::sync::OnceLock;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -23,7 +27,9 @@ pub fn init_logging(format: LogFormat) {
                     .json()
                     .flatten_event(true)
                     .with_current_span(true)
-                    .with_span_list(false)
+                    // Every enclosing span, so a line logged in a nested span still carries
+                    // the request's request_id and owner.
+                    .with_span_list(true)
                     .with_writer(std::io::stderr),
             )
             .try_init(),
@@ -36,7 +42,7 @@ pub fn init_logging(format: LogFormat) {
 pub fn metrics_handle() -> Option<PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
     HANDLE
-        .get_or_init(|| match PrometheusBuilder::new().install_recorder() {
+        .get_or_init(|| match histogram_buckets().install_recorder() {
             Ok(handle) => Some(handle),
             Err(error) => {
                 tracing::warn!(%error, "metrics recorder not installed; /metrics is disabled");
@@ -44,4 +50,77 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
             }
         })
         .clone()
+}
+
+/// Bucket bounds for each histogram, in seconds. Without them the exporter renders summaries,
+/// which cannot be aggregated across replicas.
+fn histogram_buckets() -> PrometheusBuilder {
+    let buckets: [(&str, &[f64]); 3] = [
+        (
+            "cloudfront_lifecycle_http_request_duration_seconds",
+            &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+        ),
+        // CloudFront takes minutes to disable a distribution, sometimes more than 40.
+        (
+            "cloudfront_lifecycle_deletion_duration_seconds",
+            &[
+                1.0, 10.0, 60.0, 180.0, 300.0, 600.0, 900.0, 1200.0, 1800.0, 2700.0, 3600.0,
+                7200.0,
+            ],
+        ),
+        (
+            "cloudfront_lifecycle_detection_lag_seconds",
+            &[0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0],
+        ),
+    ];
+    let mut builder = PrometheusBuilder::new();
+    for (name, bounds) in buckets {
+        builder = builder
+            .set_buckets_for_metric(Matcher::Full(name.to_owned()), bounds)
+            .expect("bucket lists are not empty");
+    }
+    builder
+}
+
+/// How often each process refreshes the table gauges.
+pub const GAUGE_INTERVAL: Duration = Duration::from_secs(15);
+
+/// Refreshes the gauges that describe the table (rows by status, due backlog, webhook
+/// backlog) every `interval` until `shutdown`. Every replica reports the same values, so
+/// dashboards take `max` over instances.
+pub fn spawn_gauge_refresh(pool: PgPool, interval: Duration, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            if let Err(error) = refresh_gauges(&pool).await {
+                tracing::warn!(%error, interval_seconds = interval.as_secs_f64(), "refreshing the table gauges failed; trying again at the next interval");
+            }
+        }
+    });
+}
+
+async fn refresh_gauges(pool: &PgPool) -> Result<(), crate::store::StoreError> {
+    let counts = crate::store::stats::rows_by_status(pool).await?;
+    // Statuses with no rows are reported as 0 rather than dropped, so alerts see them.
+    for status in crate::lifecycle::Status::ALL {
+        let count = counts
+            .iter()
+            .find(|(name, _)| name == status.as_str())
+            .map_or(0, |(_, count)| *count);
+        metrics::gauge!("cloudfront_lifecycle_distributions", "status" => status.as_str())
+            .set(count as f64);
+    }
+
+    let backlog = crate::store::stats::backlog(pool).await?;
+    metrics::gauge!("cloudfront_lifecycle_due_rows").set(backlog.due_rows as f64);
+    metrics::gauge!("cloudfront_lifecycle_oldest_due_seconds").set(backlog.oldest_due_seconds);
+    metrics::gauge!("cloudfront_lifecycle_webhook_pending").set(backlog.pending_webhooks as f64);
+    metrics::gauge!("cloudfront_lifecycle_webhook_oldest_pending_seconds")
+        .set(backlog.oldest_webhook_seconds);
+    Ok(())
 }

@@ -3,8 +3,10 @@
 pub mod auth;
 pub mod distributions;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod health;
+pub mod metrics;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +38,7 @@ pub struct AppState {
     pub backend: Backend,
     pub notifier: WorkNotifier,
     pub metrics: Option<PrometheusHandle>,
+    pub events: crate::live::EventHub,
 }
 
 impl AppState {
@@ -100,6 +103,8 @@ fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(distributions::create, distributions::list))
         .routes(routes!(distributions::get, distributions::delete))
+        .routes(routes!(events::list))
+        .routes(routes!(events::watch))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
 }
@@ -148,6 +153,7 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
             }),
         )
         .route("/metrics", axum::routing::get(health::metrics))
+        .route_layer(axum::middleware::from_fn(metrics::tag_route))
         .fallback(error::route_not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state)
@@ -165,6 +171,7 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
             header::CACHE_CONTROL,
             HeaderValue::from_static("no-store"),
         ))
+        .layer(axum::middleware::from_fn(metrics::record_request))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(trace)
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))

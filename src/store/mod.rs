@@ -1,10 +1,13 @@
 //! Postgres queries. Every time that decides when a row is due comes from the database's
 //! clock (`now()`), never from a replica's, so replicas with skewed clocks agree.
 
+pub mod admin;
 pub mod claims;
 pub mod distributions;
 pub mod events;
 pub mod notify;
+pub mod stats;
+pub mod webhooks;
 
 pub use distributions::{Distribution, ListFilter};
 pub use events::Event;

@@ -9,6 +9,7 @@ use cloudfront_lifecycle::app::{self, CloudFrontTarget, RunningService, ServiceS
 use cloudfront_lifecycle::cloudfront::CallSettings;
 use cloudfront_lifecycle::lifecycle::schedule::{Delays, RecheckSchedule};
 use cloudfront_lifecycle::simulator::Simulator;
+use cloudfront_lifecycle::webhooks::WebhookSettings;
 use cloudfront_lifecycle::worker::WorkerSettings;
 use reqwest::{Client, Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
@@ -42,6 +43,7 @@ pub struct TestOptions {
     pub cloudfront: CloudFrontTarget,
     pub worker: Option<WorkerSettings>,
     pub calls: CallSettings,
+    pub webhooks: Option<WebhookSettings>,
 }
 
 impl Default for TestOptions {
@@ -56,6 +58,7 @@ impl Default for TestOptions {
                 attempt_timeout: Duration::from_secs(5),
                 call_timeout: Duration::from_secs(10),
             },
+            webhooks: None,
         }
     }
 }
@@ -111,6 +114,7 @@ pub async fn spawn_app_on(database_url: String, options: TestOptions) -> TestApp
         run_api: true,
         run_worker: options.worker.is_some(),
         worker: options.worker.unwrap_or_default(),
+        webhooks: options.webhooks,
     };
     let service = app::start(settings, Some(listener))
         .await
