@@ -67,13 +67,9 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             owner,
             limit,
         } => {
-            let rows = store::admin::list(
-                &pool,
-                status.map(Status::as_str),
-                owner.as_deref(),
-                limit,
-            )
-            .await?;
+            let rows =
+                store::admin::list(&pool, status.map(Status::as_str), owner.as_deref(), limit)
+                    .await?;
             if args.json {
                 let items: Vec<DistributionResource> =
                     rows.into_iter().map(DistributionResource::from).collect();

@@ -145,7 +145,10 @@ pub async fn start(
             .context("building the webhook client failed")?;
         let stop = shutdown.clone();
         tasks.push(tokio::spawn(async move {
-            dispatcher.run(stop).await.context("webhook delivery failed")
+            dispatcher
+                .run(stop)
+                .await
+                .context("webhook delivery failed")
         }));
     }
     crate::telemetry::spawn_gauge_refresh(

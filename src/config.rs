@@ -192,7 +192,12 @@ impl WorkerArgs {
 pub struct WebhookArgs {
     /// URL (http or https) that receives lifecycle notifications as signed JSON POSTs; none
     /// are sent when unset. Requires WEBHOOK_SECRET.
-    #[arg(long, env = "WEBHOOK_URL", hide_env_values = true, requires = "webhook_secret")]
+    #[arg(
+        long,
+        env = "WEBHOOK_URL",
+        hide_env_values = true,
+        requires = "webhook_secret"
+    )]
     pub webhook_url: Option<reqwest::Url>,
 
     /// Shared secret (at least 32 characters) that signs each notification with HMAC-SHA256.

@@ -73,7 +73,10 @@ async fn listen(pool: PgPool, sender: broadcast::Sender<Change>) {
                 continue;
             }
         };
-        info!(channel = EVENTS_CHANNEL, "listening for history notifications");
+        info!(
+            channel = EVENTS_CHANNEL,
+            "listening for history notifications"
+        );
         // Rows may have committed while no connection listened.
         let _ = sender.send(Change::Resync);
 

@@ -58,14 +58,15 @@ fn histogram_buckets() -> PrometheusBuilder {
     let buckets: [(&str, &[f64]); 3] = [
         (
             "cloudfront_lifecycle_http_request_duration_seconds",
-            &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+            &[
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ],
         ),
         // CloudFront takes minutes to disable a distribution, sometimes more than 40.
         (
             "cloudfront_lifecycle_deletion_duration_seconds",
             &[
-                1.0, 10.0, 60.0, 180.0, 300.0, 600.0, 900.0, 1200.0, 1800.0, 2700.0, 3600.0,
-                7200.0,
+                1.0, 10.0, 60.0, 180.0, 300.0, 600.0, 900.0, 1200.0, 1800.0, 2700.0, 3600.0, 7200.0,
             ],
         ),
         (

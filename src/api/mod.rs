@@ -129,20 +129,23 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
     let document = Arc::new(document);
 
     let request_id = HeaderName::from_static("x-request-id");
-    let trace = TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-        let request_id = request
-            .headers()
-            .get("x-request-id")
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or("");
-        tracing::info_span!(
-            "request",
-            http.method = %request.method(),
-            http.path = %request.uri().path(),
-            request_id,
-            owner = tracing::field::Empty,
-        )
-    });
+    let trace = TraceLayer::new_for_http()
+        .make_span_with(|request: &Request<_>| {
+            let request_id = request
+                .headers()
+                .get("x-request-id")
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or("");
+            tracing::info_span!(
+                "request",
+                http.method = %request.method(),
+                http.path = %request.uri().path(),
+                request_id,
+                owner = tracing::field::Empty,
+            )
+        })
+        // One INFO line per request, carrying the span's request_id and owner.
+        .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO));
 
     router
         .route(

@@ -8,12 +8,14 @@ use super::StoreError;
 pub async fn rows_by_status(
     executor: impl PgExecutor<'_>,
 ) -> Result<Vec<(String, i64)>, StoreError> {
-    let rows = sqlx::query!(
-        r#"select status, count(*) as "count!" from distributions group by status"#
-    )
-    .fetch_all(executor)
-    .await?;
-    Ok(rows.into_iter().map(|row| (row.status, row.count)).collect())
+    let rows =
+        sqlx::query!(r#"select status, count(*) as "count!" from distributions group by status"#)
+            .fetch_all(executor)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.status, row.count))
+        .collect())
 }
 
 /// What is waiting: due rows and webhook deliveries, with the age of the oldest of each.

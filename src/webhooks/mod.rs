@@ -184,8 +184,7 @@ impl Dispatcher {
     async fn post(&self, delivery: &Delivery) -> Result<(), String> {
         let body = serde_json::to_vec(&delivery.payload).expect("a JSON value serializes");
         let timestamp = chrono::Utc::now().timestamp();
-        let signature =
-            signature::sign(self.settings.secret.expose().as_bytes(), timestamp, &body);
+        let signature = signature::sign(self.settings.secret.expose().as_bytes(), timestamp, &body);
         let response = self
             .client
             .post(self.settings.url.clone())

@@ -28,12 +28,12 @@ pub fn record_write_back(row: &Distribution, update: &WriteBack, claimed_at: Dat
     if update.status == row.status {
         return;
     }
-    metrics::counter!(
-        "cloudfront_lifecycle_transitions_total",
-        "from" => row.status.as_str(),
-        "to" => update.status.as_str(),
-    )
-    .increment(1);
+    // Only final statuses: a status set before a call (disabling, deleting) is written by
+    // another query, so counting intermediate steps here would miss some of them.
+    if update.status.is_final() {
+        metrics::counter!("cloudfront_lifecycle_settled_total", "status" => update.status.as_str())
+            .increment(1);
+    }
 
     match update.status {
         Status::Deleted => {

@@ -8,4 +8,5 @@ mod bad_input;
 mod end_to_end;
 mod moto;
 mod openapi;
+mod operability;
 mod worker;
