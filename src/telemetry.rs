@@ -16,7 +16,9 @@ use crate::config::LogFormat;
 /// Installs the global tracing subscriber; the level comes from RUST_LOG (default info).
 pub fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let registry = tracing_subscriber::registry().with(filter);
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(otel::layer());
     let result = match format {
         LogFormat::Text => registry
             .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
@@ -124,4 +126,71 @@ async fn refresh_gauges(pool: &PgPool) -> Result<(), crate::store::StoreError> {
     metrics::gauge!("cloudfront_lifecycle_webhook_oldest_pending_seconds")
         .set(backlog.oldest_webhook_seconds);
     Ok(())
+}
+
+/// Sends buffered spans to the OpenTelemetry collector; call before the process exits.
+pub fn shutdown_tracing() {
+    otel::shutdown();
+}
+
+/// OpenTelemetry export, built with `--features otel` and active when
+/// OTEL_EXPORTER_OTLP_ENDPOINT is set. The exporter reads the standard OTEL_* variables.
+#[cfg(feature = "otel")]
+mod otel {
+    use std::sync::OnceLock;
+
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::Resource;
+    use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
+    use tracing::Subscriber;
+    use tracing_opentelemetry::OpenTelemetryLayer;
+    use tracing_subscriber::registry::LookupSpan;
+
+    static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
+
+    pub fn layer<S>() -> Option<OpenTelemetryLayer<S, SdkTracer>>
+    where
+        S: Subscriber + for<'span> LookupSpan<'span>,
+    {
+        std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT")?;
+        let exporter = match opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .build()
+        {
+            Ok(exporter) => exporter,
+            Err(error) => {
+                // The subscriber is not installed yet, so this goes to stderr directly.
+                eprintln!("OpenTelemetry export disabled: building the OTLP exporter failed: {error}");
+                return None;
+            }
+        };
+        let provider = SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(
+                Resource::builder()
+                    .with_service_name("cloudfront-lifecycle")
+                    .build(),
+            )
+            .build();
+        let tracer = provider.tracer("cloudfront-lifecycle");
+        let _ = PROVIDER.set(provider);
+        Some(tracing_opentelemetry::layer().with_tracer(tracer))
+    }
+
+    pub fn shutdown() {
+        if let Some(provider) = PROVIDER.get()
+            && let Err(error) = provider.shutdown()
+        {
+            tracing::warn!(%error, "flushing OpenTelemetry spans failed");
+        }
+    }
+}
+
+#[cfg(not(feature = "otel"))]
+mod otel {
+    pub fn layer() -> Option<tracing_subscriber::layer::Identity> {
+        None
+    }
+
+    pub fn shutdown() {}
 }
