@@ -20,7 +20,7 @@ pub const EVENTS_CHANNEL: &str = "cloudfront_lifecycle_events";
 /// Notifications buffered per watcher before it lags; a lagging watcher re-reads its history.
 const CAPACITY: usize = 1024;
 
-/// What the listener tells watchers.
+/// A message from the shared listener to every watcher.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Change {
     /// A history row for this distribution committed.

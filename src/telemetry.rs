@@ -122,6 +122,7 @@ async fn refresh_gauges(pool: &PgPool) -> Result<(), crate::store::StoreError> {
     let backlog = crate::store::stats::backlog(pool).await?;
     metrics::gauge!("cloudfront_lifecycle_due_rows").set(backlog.due_rows as f64);
     metrics::gauge!("cloudfront_lifecycle_oldest_due_seconds").set(backlog.oldest_due_seconds);
+    metrics::gauge!("cloudfront_lifecycle_overdue_deletions").set(backlog.overdue_rows as f64);
     metrics::gauge!("cloudfront_lifecycle_webhook_pending").set(backlog.pending_webhooks as f64);
     metrics::gauge!("cloudfront_lifecycle_webhook_oldest_pending_seconds")
         .set(backlog.oldest_webhook_seconds);
@@ -160,7 +161,9 @@ mod otel {
             Ok(exporter) => exporter,
             Err(error) => {
                 // The subscriber is not installed yet, so this goes to stderr directly.
-                eprintln!("OpenTelemetry export disabled: building the OTLP exporter failed: {error}");
+                eprintln!(
+                    "OpenTelemetry export disabled: building the OTLP exporter failed: {error}"
+                );
                 return None;
             }
         };

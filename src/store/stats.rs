@@ -24,6 +24,8 @@ pub struct Backlog {
     pub due_rows: i64,
     /// Seconds since the oldest due row came due; 0 when none is due.
     pub oldest_due_seconds: f64,
+    /// Deletions still under way past their deadline.
+    pub overdue_rows: i64,
     pub pending_webhooks: i64,
     /// Seconds since the oldest undelivered notification was recorded; 0 when none waits.
     pub oldest_webhook_seconds: f64,
@@ -38,6 +40,8 @@ pub async fn backlog(executor: impl PgExecutor<'_>) -> Result<Backlog, StoreErro
             (select count(*) from distributions where next_check_at <= now()) as "due_rows!",
             (select coalesce(extract(epoch from now() - min(next_check_at))::float8, 0)
                from distributions where next_check_at <= now()) as "oldest_due_seconds!",
+            (select count(*) from distributions where next_check_at is not null and overdue)
+                as "overdue_rows!",
             (select count(*) from webhook_deliveries where next_attempt_at is not null)
                 as "pending_webhooks!",
             (select coalesce(extract(epoch from now() - min(created_at))::float8, 0)
@@ -50,6 +54,7 @@ pub async fn backlog(executor: impl PgExecutor<'_>) -> Result<Backlog, StoreErro
     Ok(Backlog {
         due_rows: row.due_rows,
         oldest_due_seconds: row.oldest_due_seconds,
+        overdue_rows: row.overdue_rows,
         pending_webhooks: row.pending_webhooks,
         oldest_webhook_seconds: row.oldest_webhook_seconds,
     })

@@ -77,7 +77,7 @@ fn parse_prometheus(text: &str) -> Result<BTreeMap<String, f64>, String> {
     Ok(series)
 }
 
-/// The index of the `}` closing a label block, skipping quoted values.
+/// Finds the index of the `}` that closes a label block, skipping quoted values.
 fn label_block_end(text: &str) -> Option<usize> {
     let mut quoted = false;
     let mut escaped = false;
@@ -138,7 +138,7 @@ async fn scrape(app: &TestApp) -> BTreeMap<String, f64> {
         .unwrap_or_else(|error| panic!("/metrics is not Prometheus text: {error}"))
 }
 
-/// The value of a series, 0 when absent (counters and histograms appear on first use).
+/// Looks up a series, 0 when absent (counters and histograms appear on first use).
 fn value(series: &BTreeMap<String, f64>, key: &str) -> f64 {
     series.get(key).copied().unwrap_or(0.0)
 }
