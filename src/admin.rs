@@ -155,12 +155,12 @@ fn internal_state(row: &Distribution) -> serde_json::Value {
 
 fn print_table(rows: &[Distribution]) {
     println!(
-        "{:<36}  {:<10}  {:<7}  {:<16}  {:<20}  {:<25}  LAST ERROR",
+        "{:<36}  {:<10}  {:<7}  {:<16}  {:<20}  {:<32}  LAST ERROR",
         "ID", "STATUS", "INTENT", "CLOUDFRONT ID", "OWNER", "CREATED"
     );
     for row in rows {
         println!(
-            "{:<36}  {:<10}  {:<7}  {:<16}  {:<20}  {:<25}  {}",
+            "{:<36}  {:<10}  {:<7}  {:<16}  {:<20}  {:<32}  {}",
             row.id,
             row.status.as_str(),
             row.intent.as_str(),
