@@ -47,6 +47,8 @@ pub struct ServiceSettings {
     pub worker: WorkerSettings,
     pub run_api: bool,
     pub run_worker: bool,
+    /// Lifecycle notifications, sent by the worker process when configured.
+    pub webhooks: Option<crate::webhooks::WebhookSettings>,
 }
 
 /// A running service: the API and/or the worker, and the embedded simulator if any.
@@ -134,6 +136,7 @@ pub async fn start(
                 settings.http.rate_limit_burst,
             )
             .map(Arc::new),
+            events: crate::live::EventHub::spawn(pool.clone(), shutdown.clone()),
         };
         let router = api::router(state, &settings.http);
         let stop = shutdown.clone();
@@ -151,6 +154,20 @@ pub async fn start(
         let stop = shutdown.clone();
         tasks.push(tokio::spawn(async move {
             worker.run(stop).await.context("the worker failed")
+        }));
+    }
+
+    if settings.run_worker
+        && let Some(webhooks) = settings.webhooks.clone()
+    {
+        let dispatcher = crate::webhooks::Dispatcher::new(pool.clone(), webhooks)
+            .context("building the webhook client failed")?;
+        let stop = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            dispatcher
+                .run(stop)
+                .await
+                .context("webhook delivery failed")
         }));
     }
 

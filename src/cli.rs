@@ -8,8 +8,8 @@ use tokio::net::TcpListener;
 
 use crate::app::{self, CloudFrontTarget, ServiceSettings};
 use crate::config::{
-    AuthArgs, BackendKind, CloudFrontArgs, DatabaseArgs, HttpArgs, LogArgs, Secret, WorkerArgs,
-    seconds,
+    AuthArgs, BackendKind, CloudFrontArgs, DatabaseArgs, HttpArgs, LogArgs, Secret, WebhookArgs,
+    WorkerArgs, seconds,
 };
 use crate::simulator::{DeployTime, Simulator, SimulatorSettings};
 
@@ -43,6 +43,8 @@ pub enum Command {
     Token(TokenArgs),
     /// Print the OpenAPI document.
     Openapi,
+    /// Inspect and nudge distributions directly in the database, for operators.
+    Admin(crate::admin::AdminArgs),
 }
 
 #[derive(Args, Debug)]
@@ -57,6 +59,8 @@ pub struct ServeArgs {
     pub http: HttpArgs,
     #[command(flatten)]
     pub worker: WorkerArgs,
+    #[command(flatten)]
+    pub webhooks: WebhookArgs,
     /// Do not apply migrations at start-up.
     #[arg(long, env = "SKIP_MIGRATIONS")]
     pub skip_migrations: bool,
@@ -82,6 +86,8 @@ pub struct WorkerCommandArgs {
     pub cloudfront: CloudFrontArgs,
     #[command(flatten)]
     pub worker: WorkerArgs,
+    #[command(flatten)]
+    pub webhooks: WebhookArgs,
 }
 
 #[derive(Args, Debug)]
@@ -117,7 +123,7 @@ pub struct TokenArgs {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
-            let settings = service_settings(
+            let mut settings = service_settings(
                 &args.database,
                 Some(&args.auth),
                 &args.cloudfront,
@@ -125,6 +131,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(&args.worker),
                 !args.skip_migrations,
             );
+            settings.webhooks = args.webhooks.settings()?;
             run_service(settings, Some(args.http.bind_addr)).await
         }
         Command::Api(args) => {
@@ -139,7 +146,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             run_service(settings, Some(args.http.bind_addr)).await
         }
         Command::Worker(args) => {
-            let settings = service_settings(
+            let mut settings = service_settings(
                 &args.database,
                 None,
                 &args.cloudfront,
@@ -147,6 +154,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(&args.worker),
                 false,
             );
+            settings.webhooks = args.webhooks.settings()?;
             run_service(settings, None).await
         }
         Command::Migrate(args) => {
@@ -174,6 +182,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", crate::api::openapi_json());
             Ok(())
         }
+        Command::Admin(args) => crate::admin::run(args).await,
     }
 }
 
@@ -202,6 +211,7 @@ fn service_settings(
         worker: worker.map(WorkerArgs::settings).unwrap_or_default(),
         run_api: http.is_some(),
         run_worker: worker.is_some(),
+        webhooks: None,
     }
 }
 

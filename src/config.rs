@@ -314,6 +314,54 @@ impl WorkerArgs {
     }
 }
 
+#[derive(Args, Clone, Debug)]
+pub struct WebhookArgs {
+    /// URL (http or https) that receives lifecycle notifications as signed JSON POSTs; none
+    /// are sent when unset. Requires WEBHOOK_SECRET.
+    #[arg(
+        long,
+        env = "WEBHOOK_URL",
+        hide_env_values = true,
+        requires = "webhook_secret"
+    )]
+    pub webhook_url: Option<reqwest::Url>,
+
+    /// Shared secret (at least 32 characters) that signs each notification with HMAC-SHA256.
+    #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<Secret>,
+
+    /// Seconds one notification POST may take.
+    #[arg(long, env = "WEBHOOK_TIMEOUT_SECONDS", default_value_t = 10.0)]
+    pub webhook_timeout_seconds: f64,
+
+    /// Attempts per notification, the first included, before it is abandoned. With the
+    /// backoff (2 s doubling to 10 minutes) the default 40 spans about six hours.
+    #[arg(long, env = "WEBHOOK_MAX_ATTEMPTS", default_value_t = 40)]
+    pub webhook_max_attempts: u32,
+}
+
+impl WebhookArgs {
+    /// The delivery settings, or `None` when no URL is configured.
+    pub fn settings(&self) -> anyhow::Result<Option<crate::webhooks::WebhookSettings>> {
+        let Some(url) = self.webhook_url.clone() else {
+            return Ok(None);
+        };
+        if !matches!(url.scheme(), "http" | "https") {
+            anyhow::bail!(
+                "WEBHOOK_URL must be an http or https URL, got scheme {:?}",
+                url.scheme()
+            );
+        }
+        let Some(secret) = self.webhook_secret.clone() else {
+            anyhow::bail!("WEBHOOK_SECRET is required when WEBHOOK_URL is set");
+        };
+        let mut settings = crate::webhooks::WebhookSettings::new(url, secret);
+        settings.timeout = seconds(self.webhook_timeout_seconds).max(Duration::from_secs(1));
+        settings.max_attempts = self.webhook_max_attempts.max(1);
+        Ok(Some(settings))
+    }
+}
+
 /// Log output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {

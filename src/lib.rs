@@ -8,15 +8,21 @@
 //! - `worker`: the claim loop that drives rows to completion.
 //! - `cloudfront`: the SDK client and the classes of CloudFront errors.
 //! - `simulator`: a strict CloudFront control-plane server for tests and local runs.
+//! - `live`: history notifications fanned out to watch streams.
+//! - `webhooks`: signed lifecycle notifications from a durable outbox.
+//! - `admin`: the operator commands.
 
+pub mod admin;
 pub mod api;
 pub mod app;
 pub mod cli;
 pub mod cloudfront;
 pub mod config;
 pub mod lifecycle;
+pub mod live;
 pub mod simulator;
 pub mod spec;
 pub mod store;
 pub mod telemetry;
+pub mod webhooks;
 pub mod worker;

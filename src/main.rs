@@ -8,12 +8,14 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     telemetry::init_logging(cli.log.log_format);
 
-    match cli::run(cli).await {
+    let code = match cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");
             eprintln!("error: {error:#}");
             std::process::ExitCode::FAILURE
         }
-    }
+    };
+    telemetry::shutdown_tracing();
+    code
 }

@@ -59,12 +59,15 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, Ap
 /// Prometheus metrics in the text exposition format.
 pub async fn metrics(State(state): State<AppState>) -> Response {
     match &state.metrics {
-        Some(handle) => (
-            StatusCode::OK,
-            [("content-type", "text/plain; version=0.0.4")],
-            handle.render(),
-        )
-            .into_response(),
+        Some(handle) => {
+            crate::telemetry::refresh_table_gauges(&state.pool).await;
+            (
+                StatusCode::OK,
+                [("content-type", "text/plain; version=0.0.4")],
+                handle.render(),
+            )
+                .into_response()
+        }
         None => StatusCode::NOT_FOUND.into_response(),
     }
 }

@@ -5,8 +5,10 @@ pub mod auth;
 pub mod distributions;
 mod document;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod health;
+pub mod metrics;
 pub mod rate_limit;
 mod security;
 
@@ -39,6 +41,7 @@ pub struct AppState {
     pub backend: Backend,
     pub notifier: WorkNotifier,
     pub metrics: Option<PrometheusHandle>,
+    pub events: crate::live::EventHub,
     /// Per-owner request limit; `None` when disabled.
     pub rate_limiter: Option<Arc<OwnerRateLimiter>>,
     pub limits: ApiLimits,
@@ -140,6 +143,8 @@ fn api_router() -> OpenApiRouter<AppState> {
             distributions::delete
         ))
         .routes(routes!(actions::retry))
+        .routes(routes!(events::list))
+        .routes(routes!(events::watch))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
 }
@@ -171,20 +176,23 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
     let document = Arc::new(document);
 
     let request_id = HeaderName::from_static("x-request-id");
-    let trace = TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-        let request_id = request
-            .headers()
-            .get("x-request-id")
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or("");
-        tracing::info_span!(
-            "request",
-            http.method = %request.method(),
-            http.path = %request.uri().path(),
-            request_id,
-            owner = tracing::field::Empty,
-        )
-    });
+    let trace = TraceLayer::new_for_http()
+        .make_span_with(|request: &Request<_>| {
+            let request_id = request
+                .headers()
+                .get("x-request-id")
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or("");
+            tracing::info_span!(
+                "request",
+                http.method = %request.method(),
+                http.path = %request.uri().path(),
+                request_id,
+                owner = tracing::field::Empty,
+            )
+        })
+        // One INFO line per request, carrying the span's request_id and owner.
+        .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO));
 
     router
         .route(
@@ -196,6 +204,7 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
         )
         .route("/metrics", axum::routing::get(health::metrics))
         .merge(security::docs_router())
+        .route_layer(axum::middleware::from_fn(metrics::tag_route))
         .fallback(error::route_not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state)
@@ -203,6 +212,7 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
         .layer(security::timeout_layer(settings.request_timeout))
         .layer(cors(settings))
         .layer(security::headers_layer(settings))
+        .layer(axum::middleware::from_fn(metrics::record_request))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(trace)
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))

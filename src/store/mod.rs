@@ -1,6 +1,7 @@
 //! Postgres queries. Every time that decides when a row is due comes from the database's
 //! clock (`now()`), never from a replica's, so replicas with skewed clocks agree.
 
+pub mod admin;
 pub mod claims;
 pub mod distributions;
 pub mod events;
@@ -8,6 +9,8 @@ pub mod idempotency;
 pub mod notify;
 pub mod rate_limit;
 pub mod retention;
+pub mod stats;
+pub mod webhooks;
 
 pub use distributions::{Distribution, ListFilter};
 pub use events::Event;

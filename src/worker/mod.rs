@@ -1,6 +1,7 @@
 //! The claim loop: claim due rows up to the free slots, check each in its own task, and
 //! sleep until the next row is due or the API announces new work.
 
+pub mod observe;
 pub mod pacing;
 pub mod step;
 
@@ -159,7 +160,8 @@ impl Worker {
                                 .insert(id, claimed.row.lease_token);
                             let context = self.context.clone();
                             let held = held.clone();
-                            in_flight.spawn(async move {
+                            let span = observe::check_span(&claimed);
+                            in_flight.spawn(tracing::Instrument::instrument(async move {
                                 let timeout = pacing::check_timeout(context.settings.lease);
                                 match tokio::time::timeout(timeout, step::check(&context, claimed)).await {
                                     Ok(Ok(_)) => {}
@@ -171,7 +173,7 @@ impl Worker {
                                     }
                                 }
                                 held.lock().expect("lease map").remove(&id);
-                            });
+                            }, span));
                         }
                         metrics::gauge!("cloudfront_lifecycle_checks_in_flight")
                             .set(in_flight.len() as f64);

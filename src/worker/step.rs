@@ -203,6 +203,7 @@ pub async fn check(context: &WorkerContext, claimed: Claimed) -> Result<Outcome,
         }
         return Ok(lease_lost(id, &state));
     }
+    super::observe::record_write_back(&row, &update, claimed.claimed_at);
     Ok(Outcome::Written)
 }
 

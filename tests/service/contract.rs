@@ -387,6 +387,7 @@ async fn start_without_auth_fails() {
         worker: Default::default(),
         run_api: true,
         run_worker: false,
+        webhooks: None,
     };
     let error = match cloudfront_lifecycle::app::start(settings, Some(listener)).await {
         Ok(_) => panic!("the service started without any token verification"),

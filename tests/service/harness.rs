@@ -11,6 +11,7 @@ use cloudfront_lifecycle::cloudfront::CallSettings;
 use cloudfront_lifecycle::lifecycle::schedule::{Delays, RecheckSchedule};
 use cloudfront_lifecycle::simulator::Simulator;
 use cloudfront_lifecycle::store::rate_limit::{BucketLimit, RateLimitSettings};
+use cloudfront_lifecycle::webhooks::WebhookSettings;
 use cloudfront_lifecycle::worker::WorkerSettings;
 use reqwest::{Client, Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
@@ -58,6 +59,7 @@ pub struct TestOptions {
     pub calls: CallSettings,
     pub auth: AuthSettings,
     pub http: HttpSettings,
+    pub webhooks: Option<WebhookSettings>,
 }
 
 impl Default for TestOptions {
@@ -83,6 +85,7 @@ impl Default for TestOptions {
                 },
                 ..HttpSettings::default()
             },
+            webhooks: None,
         }
     }
 }
@@ -138,6 +141,7 @@ pub async fn spawn_app_on(database_url: String, options: TestOptions) -> TestApp
         run_api: true,
         run_worker: options.worker.is_some(),
         worker: options.worker.unwrap_or_default(),
+        webhooks: options.webhooks,
     };
     let service = app::start(settings, Some(listener))
         .await

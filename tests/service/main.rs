@@ -11,5 +11,6 @@ mod end_to_end;
 mod failure_modes;
 mod moto;
 mod openapi;
+mod operability;
 mod scale;
 mod worker;
