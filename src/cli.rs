@@ -30,11 +30,11 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the API and the worker in one process (the default deployment).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run only the HTTP API.
-    Api(ApiArgs),
+    Api(Box<ApiArgs>),
     /// Run only the background worker.
-    Worker(WorkerCommandArgs),
+    Worker(Box<WorkerCommandArgs>),
     /// Apply the database migrations and exit.
     Migrate(MigrateArgs),
     /// Run the CloudFront simulator as a standalone server for any AWS client.
