@@ -501,7 +501,8 @@ async fn statement_counts(connection: &mut PgConnection) -> Option<HashMap<Strin
     let rows: Vec<(String, i64)> = sqlx::query_as(
         "select query, calls from pg_stat_statements \
          where dbid = (select oid from pg_database where datname = current_database()) \
-           and query not like '%pg_stat_statements%' and query not like '%pg_database%'",
+           and query not like '%pg_stat%' and query not like '%pg_database%' \
+           and query not like '%current_setting%'",
     )
     .fetch_all(&mut *connection)
     .await
