@@ -85,7 +85,7 @@ pub async fn check(context: &WorkerContext, claimed: Claimed) -> Result<Outcome,
             )
             .await?;
             if !written {
-                return Ok(lease_lost(id, &state));
+                return drop_result(context, &row, &state).await;
             }
             state.status_in_db = decision.status;
             state.create_attempted |= create;
@@ -193,15 +193,7 @@ pub async fn check(context: &WorkerContext, claimed: Claimed) -> Result<Outcome,
 
     let written = claims::write_back(&context.pool, id, lease_token, &update).await?;
     if !written {
-        // Keep what CloudFront told us about the distribution it created, even though the
-        // decision is dropped: the next worker then reads it instead of creating again.
-        if let (Some(cloudfront_id), Some(arn), Some(domain)) =
-            (&state.cloudfront_id, &state.arn, &state.domain_name)
-            && row.cloudfront_id.is_none()
-        {
-            claims::record_created_identity(&context.pool, id, cloudfront_id, arn, domain).await?;
-        }
-        return Ok(lease_lost(id, &state));
+        return drop_result(context, &row, &state).await;
     }
     super::observe::record_write_back(&row, &update, claimed.claimed_at);
     Ok(Outcome::Written)
@@ -221,6 +213,23 @@ fn create_outcome(error: &CallError) -> Option<CreateOutcome> {
         }
         _ => None,
     }
+}
+
+/// Drops this check's result after its lease was lost, but keeps what CloudFront said about
+/// a distribution it created: the next worker then reads that one instead of creating again,
+/// and a create that landed after the row was deleted is deleted too rather than orphaned.
+async fn drop_result(
+    context: &WorkerContext,
+    row: &Distribution,
+    state: &StepState,
+) -> Result<Outcome, StoreError> {
+    if let (Some(cloudfront_id), Some(arn), Some(domain)) =
+        (&state.cloudfront_id, &state.arn, &state.domain_name)
+        && row.cloudfront_id.is_none()
+    {
+        claims::record_created_identity(&context.pool, row.id, cloudfront_id, arn, domain).await?;
+    }
+    Ok(lease_lost(row.id, state))
 }
 
 fn row_status_in_db(state: &StepState) -> Status {

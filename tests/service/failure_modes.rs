@@ -612,7 +612,22 @@ async fn delete_during_create_call_leaves_nothing() {
     app.wait_for_status(&id, OWNER, "deleted", WAIT).await;
 
     // The delete makes the row due while the first create is still in flight, so a second
-    // check may send the create again, and either may land first.
+    // check may send the create again, and either may land first. A create that lands after
+    // the row was deleted reopens it, so wait until every create has landed and the row is
+    // deleted again.
+    let creates_landed = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < creates_landed {
+        let creates = calls_of(&app, Operation::CreateDistributionWithTags).len();
+        if creates >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    eventually("the row is deleted and the simulator empty", || async {
+        row(&app, &id).await.status == cloudfront_lifecycle::lifecycle::Status::Deleted
+            && app.simulator().distributions().is_empty()
+    })
+    .await;
     assert!(app.simulator().distributions().is_empty());
     assert_no_premature_delete(&app);
     app.stop().await;
