@@ -36,7 +36,9 @@ pub struct AdoptedRow<'a> {
 }
 
 /// Inserts an adopted row with its first history row. A row that is still waiting for
-/// Deployed is due at once; a settled one (`deployed`, `disabled`) is not due at all.
+/// Deployed is due at once; a settled one (`deployed`, `disabled`) is not due at all. A
+/// disabled one is recorded as if disable-and-retain had been requested at adoption, so the
+/// API shows it with `deletion.retain`.
 ///
 /// A row whose distribution was seen disabled starts with `disable_confirmed`, so a later
 /// read that shows it enabled again is treated as someone else's change and confirmed before
@@ -54,12 +56,13 @@ pub async fn insert(
             insert into distributions (
                 id, owner, spec, status, intent, caller_reference, create_attempted,
                 cloudfront_id, arn, domain_name, etag, cloudfront_status, cloudfront_enabled,
-                next_check_at, waiting_since, disable_confirmed, spec_version,
-                applied_spec_version
+                next_check_at, waiting_since, disable_confirmed, delete_requested_at,
+                spec_version, applied_spec_version
             )
             values (
                 $1, $2, $3, $4, $5, $6, true, $7, $8, $9, $10, $11, $12,
-                case when $13 then now() end, case when $13 then now() end, not $12, 1, 1
+                case when $13 then now() end, case when $13 then now() end, not $12,
+                case when $5 <> 'keep' then now() end, 1, 1
             )
             returning *
         ), event as (
