@@ -121,11 +121,11 @@ fn print_table(report: &SweepReport) {
         "CLOUDFRONT ID", "CLASS", "STATUS", "ENABLED", "LAST MODIFIED", "ACTION"
     );
     for entry in &report.entries {
-        let action = match (&entry.action, &entry.error, report.dry_run) {
-            (None, _, _) => "-".to_owned(),
-            (Some(_), _, true) => "would delete".to_owned(),
-            (Some(_), Some(error), false) => format!("failed: {error}"),
-            (Some(_), None, false) => "deleting".to_owned(),
+        // A dry run selects nothing, so only a run with a selecting option fills this in.
+        let action = match (&entry.action, &entry.error) {
+            (None, _) => "-".to_owned(),
+            (Some(_), Some(error)) => format!("failed: {error}"),
+            (Some(_), None) => "deleting".to_owned(),
         };
         println!(
             "{:<16}  {:<18}  {:<10}  {:<7}  {:<25}  {:<16}  {}",

@@ -20,7 +20,7 @@ use crate::store::{self, Distribution, StoreError};
 /// History reason of an adoption requested through the API.
 pub const ADOPTED_REASON: &str = "adopted";
 
-/// Why a distribution was not adopted.
+/// A reason a distribution was not adopted.
 #[derive(Debug, thiserror::Error)]
 pub enum AdoptError {
     #[error("no CloudFront distribution has id {0}")]
@@ -37,13 +37,15 @@ pub enum AdoptError {
     },
     #[error("CloudFront distribution {0} is enabled now; only a disabled one is adopted here")]
     Enabled(String),
+    #[error("another adoption of CloudFront distribution {0} ended while this one ran; retry")]
+    Concurrent(String),
     #[error("CloudFront call failed with {}: {}", .0.code, .0.message)]
     CloudFront(CallError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
-/// What to adopt, for whom, and what to do with it next.
+/// One adoption: the distribution, its new owner, and what follows the adoption.
 #[derive(Clone, Debug)]
 pub struct AdoptRequest<'a> {
     pub cloudfront_id: &'a str,
@@ -248,8 +250,9 @@ async fn conflict_after_race(
             row_id,
         });
     }
+    // The winner may have rolled back since the violation, leaving no row to name.
     let conflict = caller_reference_conflict(pool, cloudfront_id, caller_reference).await?;
-    Ok(conflict.expect("a unique violation names a row on the CloudFront id or CallerReference"))
+    Ok(conflict.unwrap_or_else(|| AdoptError::Concurrent(cloudfront_id.to_owned())))
 }
 
 fn is_unique_violation(error: &sqlx::Error) -> bool {
@@ -267,7 +270,7 @@ fn is_unique_violation(error: &sqlx::Error) -> bool {
 ///
 /// The result is stored as derived, without [`DistributionSpec::validate`]: it describes a
 /// distribution CloudFront already accepted, and the service's own rules are stricter (for
-/// example, it only knows ACM certificates). A later PATCH validates the whole resulting
+/// example, it accepts only ACM certificates). A later PATCH validates the whole resulting
 /// spec, so such a field must be fixed in the same request.
 pub fn spec_from_config(config: &DistributionConfig) -> DistributionSpec {
     let target = config
@@ -348,9 +351,7 @@ mod tests {
                 protocol: OriginProtocol::HttpsOnly,
             },
             aliases: vec!["www.example.com".to_owned()],
-            certificate_arn: Some(
-                "arn:aws:acm:us-east-1:123456789012:certificate/abc".to_owned(),
-            ),
+            certificate_arn: Some("arn:aws:acm:us-east-1:123456789012:certificate/abc".to_owned()),
             comment: "kept".to_owned(),
             price_class: PriceClass::PriceClass100,
             default_root_object: Some("index.html".to_owned()),

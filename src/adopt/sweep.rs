@@ -1,11 +1,13 @@
 //! The account sweep behind `admin sweep`: list every distribution in the account, classify
 //! each against the database, and adopt and delete the ones the operator selected.
 //!
-//! Safety rules, each enforced below: without a selecting option nothing changes; an
-//! enabled distribution is only ever selected when it carries this service's row-id tag
-//! (an orphan, with `adopt_orphans`); a distribution that a live row manages is never
-//! selected; and every List, ListTags and Get call takes a token from the shared `read`
-//! bucket (TagResource from `mutating`), so a sweep cannot starve the calls made for users.
+//! Safety rules, each enforced below:
+//! - Without a selecting option nothing changes.
+//! - An enabled distribution is selected only when it carries this service's row-id tag
+//!   (an orphan, with `adopt_orphans`).
+//! - A distribution that a live row manages is never selected.
+//! - Every List, ListTags and Get call takes a token from the shared `read` bucket, and
+//!   TagResource from `mutating`, so a sweep cannot starve the calls made for users.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -25,7 +27,7 @@ use crate::store::rate_limit::{Bucket, RateLimitSettings};
 /// History reason of every adoption and deletion request a sweep makes.
 pub const SWEEP_REASON: &str = "sweep";
 
-/// What the sweep makes of one distribution.
+/// The sweep's classification of one distribution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Class {
@@ -52,7 +54,7 @@ impl Class {
 }
 
 /// Classifies a distribution. `managed_row` is the live row with its CloudFront id, and
-/// `live_rows` holds the ids of every live row.
+/// `live_rows` contains the ids of every live row.
 pub fn classify(
     summary: &Summary,
     tags: &[(String, String)],
@@ -76,7 +78,7 @@ pub fn classify(
     }
 }
 
-/// What the sweep does to one distribution.
+/// An action the sweep takes on one distribution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SweepAction {

@@ -16,7 +16,7 @@ use crate::adopt::{ADOPTED_REASON, AdoptError, AdoptRequest, adopt as adopt_dist
 use crate::lifecycle::ErrorClass;
 use crate::spec::FieldError;
 
-/// Longest owner accepted, the same bound the token's owner claim has in practice.
+/// Maximum length of an owner, in characters.
 const MAX_OWNER_CHARS: usize = 255;
 
 /// A distribution to adopt.
@@ -120,7 +120,8 @@ fn into_api_error(error: AdoptError) -> ApiError {
         AdoptError::NotFound(id) => ApiError::NoSuchCloudFrontDistribution(id),
         conflict @ (AdoptError::AlreadyManaged { .. }
         | AdoptError::CallerReferenceTaken { .. }
-        | AdoptError::Enabled(_)) => ApiError::Conflict(conflict.to_string()),
+        | AdoptError::Enabled(_)
+        | AdoptError::Concurrent(_)) => ApiError::Conflict(conflict.to_string()),
         AdoptError::CloudFront(call) => {
             tracing::warn!(code = %call.code, message = %call.message, "adoption failed on a CloudFront call");
             let hint = match call.class {

@@ -126,7 +126,7 @@ pub async fn request_deletion(
     Ok(row)
 }
 
-/// The row that manages the distribution with this CloudFront id, unless it is deleted.
+/// Finds the live (not deleted) row that manages the distribution with this CloudFront id.
 pub async fn live_row_for(
     executor: impl PgExecutor<'_>,
     cloudfront_id: &str,
@@ -140,7 +140,7 @@ pub async fn live_row_for(
     Ok(id)
 }
 
-/// The row that holds this CallerReference, in any status.
+/// Finds the row with this CallerReference, in any status, with its status.
 pub async fn row_with_caller_reference(
     executor: impl PgExecutor<'_>,
     caller_reference: &str,
@@ -154,20 +154,21 @@ pub async fn row_with_caller_reference(
     Ok(row.map(|row| (row.id, row.status)))
 }
 
-/// The id and CloudFront id (once known) of every row that is not deleted.
+/// Lists the id and CloudFront id (once known) of every row that is not deleted.
 pub async fn live_rows(
     executor: impl PgExecutor<'_>,
 ) -> Result<Vec<(Uuid, Option<String>)>, StoreError> {
-    let rows = sqlx::query!("select id, cloudfront_id from distributions where status <> 'deleted'")
-        .fetch_all(executor)
-        .await?;
+    let rows =
+        sqlx::query!("select id, cloudfront_id from distributions where status <> 'deleted'")
+            .fetch_all(executor)
+            .await?;
     Ok(rows
         .into_iter()
         .map(|row| (row.id, row.cloudfront_id))
         .collect())
 }
 
-/// The database's clock, which decides ages so that every replica judges them alike.
+/// Returns the database's clock, which decides ages so that every replica judges them alike.
 pub async fn database_now(
     executor: impl PgExecutor<'_>,
 ) -> Result<chrono::DateTime<chrono::Utc>, StoreError> {

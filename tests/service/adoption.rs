@@ -69,7 +69,7 @@ const DAY: Duration = Duration::from_secs(24 * 3600);
 #[tokio::test]
 async fn adopt_then_delete() {
     let app = spawn_app().await;
-    let made = app
+    let existing = app
         .simulator()
         .external_create(external(true, "made elsewhere", HOUR, Vec::new()))
         .unwrap();
@@ -77,16 +77,16 @@ async fn adopt_then_delete() {
     let response = post_adopt(
         &app,
         &admin_token("operator"),
-        json!({"cloudfront_id": made.id, "owner": "alice"}),
+        json!({"cloudfront_id": existing.id, "owner": "alice"}),
     )
     .await;
     assert_eq!(response.status(), StatusCode::CREATED);
     let adopted: Value = response.json().await.unwrap();
     let id = adopted["id"].as_str().unwrap().to_owned();
     assert_eq!(adopted["status"], "deployed");
-    assert_eq!(adopted["cloudfront"]["id"], made.id.as_str());
+    assert_eq!(adopted["cloudfront"]["id"], existing.id.as_str());
     assert_eq!(adopted["config"]["comment"], "made elsewhere");
-    let tags = app.simulator().distribution(&made.id).unwrap().tags;
+    let tags = app.simulator().distribution(&existing.id).unwrap().tags;
     assert!(tags.contains(&Tag {
         key: ROW_ID_TAG.to_owned(),
         value: Some(id.clone()),
@@ -98,7 +98,7 @@ async fn adopt_then_delete() {
     .fetch_one(&app.pool)
     .await
     .unwrap();
-    assert_eq!(caller_reference, made.caller_reference);
+    assert_eq!(caller_reference, existing.caller_reference);
     let reason = sqlx::query_scalar::<_, String>(
         "select reason from distribution_events where distribution_id = $1::uuid",
     )
@@ -111,29 +111,32 @@ async fn adopt_then_delete() {
     let again = post_adopt(
         &app,
         &admin_token("operator"),
-        json!({"cloudfront_id": made.id}),
+        json!({"cloudfront_id": existing.id}),
     )
     .await;
     let problem = assert_problem(again, StatusCode::CONFLICT, "conflict").await;
     assert!(problem["detail"].as_str().unwrap().contains(&id));
 
-    assert_eq!(app.delete(&id, "alice").await.status(), StatusCode::ACCEPTED);
+    assert_eq!(
+        app.delete(&id, "alice").await.status(),
+        StatusCode::ACCEPTED
+    );
     app.wait_for_status(&id, "alice", "deleted", Duration::from_secs(30))
         .await;
-    assert!(app.simulator().distribution(&made.id).is_none());
+    assert!(app.simulator().distribution(&existing.id).is_none());
 }
 
 #[tokio::test]
 async fn adopt_disabled_is_retained() {
     let app = spawn_app().await;
-    let made = app
+    let existing = app
         .simulator()
         .external_create(external(false, "", HOUR, Vec::new()))
         .unwrap();
 
     // The scope may also come as a `permissions` array; the caller owns the row.
     let token = token_with("operator", json!({"permissions": [ADMIN_SCOPE]}));
-    let response = post_adopt(&app, &token, json!({"cloudfront_id": made.id})).await;
+    let response = post_adopt(&app, &token, json!({"cloudfront_id": existing.id})).await;
 
     assert_eq!(response.status(), StatusCode::CREATED);
     let adopted: Value = response.json().await.unwrap();
@@ -158,11 +161,11 @@ async fn adopt_unknown_id_is_404() {
 #[tokio::test]
 async fn adopt_needs_admin_scope() {
     let app = spawn_app().await;
-    let made = app
+    let existing = app
         .simulator()
         .external_create(external(true, "", HOUR, Vec::new()))
         .unwrap();
-    let body = json!({"cloudfront_id": made.id});
+    let body = json!({"cloudfront_id": existing.id});
 
     let user = post_adopt(&app, &app.token("alice"), body.clone()).await;
     assert_problem(user, StatusCode::FORBIDDEN, "forbidden").await;
@@ -207,7 +210,7 @@ async fn populate(app: &TestApp) -> Account {
     }
 
     for index in 0..ORPHANS {
-        let made = simulator
+        let existing = simulator
             .external_create(external(
                 index % 2 == 0,
                 "orphan",
@@ -215,36 +218,36 @@ async fn populate(app: &TestApp) -> Account {
                 row_tag(Uuid::new_v4()),
             ))
             .unwrap();
-        account.expected.insert(made.id.clone(), Class::Orphan);
-        account.selected.insert(made.id);
+        account.expected.insert(existing.id.clone(), Class::Orphan);
+        account.selected.insert(existing.id);
     }
     for index in 0..OLD_DISABLED {
         let age = DAY * (31 + index as u32);
-        let made = simulator
+        let existing = simulator
             .external_create(external(false, "old backlog", age, Vec::new()))
             .unwrap();
         account
             .expected
-            .insert(made.id.clone(), Class::DisabledUnmanaged);
-        account.selected.insert(made.id);
+            .insert(existing.id.clone(), Class::DisabledUnmanaged);
+        account.selected.insert(existing.id);
     }
     for index in 0..YOUNG_DISABLED {
         let age = HOUR * (1 + index as u32);
-        let made = simulator
+        let existing = simulator
             .external_create(external(false, "recent backlog", age, Vec::new()))
             .unwrap();
         account
             .expected
-            .insert(made.id.clone(), Class::DisabledUnmanaged);
+            .insert(existing.id.clone(), Class::DisabledUnmanaged);
     }
     for index in 0..ENABLED_UNMANAGED {
         // Some are old, so age alone never selects an enabled distribution.
         let age = DAY * (index as u32 % 90);
-        let made = simulator
+        let existing = simulator
             .external_create(external(true, "someone else's", age, Vec::new()))
             .unwrap();
-        account.expected.insert(made.id.clone(), Class::Other);
-        account.enabled_unmanaged.insert(made.id);
+        account.expected.insert(existing.id.clone(), Class::Other);
+        account.enabled_unmanaged.insert(existing.id);
     }
     account
 }
@@ -287,7 +290,10 @@ async fn sweep_binary_json(app: &TestApp, database_url: &str) -> Value {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_cloudfront-lifecycle"))
         .args(["admin", "sweep", "--json"])
         .env("CLOUDFRONT_BACKEND", "aws")
-        .env("AWS_ENDPOINT_URL", app.simulator_endpoint.as_deref().unwrap())
+        .env(
+            "AWS_ENDPOINT_URL",
+            app.simulator_endpoint.as_deref().unwrap(),
+        )
         .env("AWS_ACCESS_KEY_ID", "x")
         .env("AWS_SECRET_ACCESS_KEY", "x")
         .env("AWS_REGION", "us-east-1")

@@ -171,7 +171,7 @@ impl Authenticator {
         })
     }
 
-    /// The scope that grants operator requests.
+    /// Returns the scope that grants operator requests.
     pub fn admin_scope(&self) -> &str {
         &self.admin_scope
     }
@@ -242,7 +242,7 @@ impl Authenticator {
 }
 
 /// Collects the scopes a token grants. RFC 8693 (section 4.2) puts them in `scope` as one
-/// space-separated string; other issuers use `scp` or `permissions`, as a string or an
+/// space-separated string. Other issuers use `scp` or `permissions`, as a string or an
 /// array, so every one of these forms is read.
 fn scopes(claims: &serde_json::Map<String, serde_json::Value>) -> Vec<String> {
     let mut scopes = Vec::new();
@@ -252,7 +252,12 @@ fn scopes(claims: &serde_json::Map<String, serde_json::Value>) -> Vec<String> {
                 scopes.extend(text.split_whitespace().map(str::to_owned));
             }
             Some(serde_json::Value::Array(items)) => {
-                scopes.extend(items.iter().filter_map(|item| item.as_str()).map(str::to_owned));
+                scopes.extend(
+                    items
+                        .iter()
+                        .filter_map(|item| item.as_str())
+                        .map(str::to_owned),
+                );
             }
             _ => {}
         }
