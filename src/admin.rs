@@ -1,6 +1,8 @@
 //! `cloudfront-lifecycle admin`: operator commands that work on the database directly, under
 //! the same rules as the API and the worker (fenced by the lease token, history kept).
 
+mod sweep;
+
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use sqlx::PgPool;
@@ -48,6 +50,10 @@ pub enum AdminCommand {
         #[arg(long)]
         owner: Option<String>,
     },
+    /// Classify every distribution in the CloudFront account; with --adopt-orphans or
+    /// --delete-disabled-older-than, adopt the selected ones and delete them. Without those
+    /// options it changes nothing.
+    Sweep(Box<sweep::SweepArgs>),
 }
 
 fn parse_status(value: &str) -> Result<Status, String> {
@@ -117,6 +123,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             let outcome = retry(&pool, id, owner.as_deref()).await?;
             println!("{outcome}");
         }
+        AdminCommand::Sweep(sweep) => sweep::run(&pool, &sweep, args.json).await?,
     }
     Ok(())
 }

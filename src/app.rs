@@ -128,6 +128,7 @@ pub async fn start(
             pool: pool.clone(),
             authenticator: authenticator.expect("built above when the API runs"),
             backend: backend.clone(),
+            cloudfront: cloudfront.clone(),
             notifier: WorkNotifier::spawn(pool.clone()),
             metrics,
             limits: settings.http.limits.clone(),

@@ -94,6 +94,11 @@ pub struct AuthArgs {
     /// verifying tokens.
     #[arg(long, env = "AUTH_JWKS_MAX_AGE_SECONDS", default_value_t = 600.0)]
     pub auth_jwks_max_age_seconds: f64,
+
+    /// The scope a token needs for operator requests such as POST /v1/distributions/adopt,
+    /// in its space-separated scope claim or its scp or permissions array.
+    #[arg(long, env = "AUTH_ADMIN_SCOPE", default_value = crate::api::auth::DEFAULT_ADMIN_SCOPE)]
+    pub auth_admin_scope: String,
 }
 
 impl AuthArgs {
@@ -110,6 +115,7 @@ impl AuthArgs {
             owner_claim: self.auth_owner_claim.clone(),
             jwks_min_reload_interval: seconds(self.auth_jwks_min_reload_seconds),
             jwks_max_age: seconds(self.auth_jwks_max_age_seconds),
+            admin_scope: self.auth_admin_scope.clone(),
         }
     }
 }

@@ -11,8 +11,10 @@
 //! - `live`: history notifications fanned out to watch streams.
 //! - `webhooks`: signed lifecycle notifications from a durable outbox.
 //! - `admin`: the operator commands.
+//! - `adopt`: taking over existing distributions, and the account sweep.
 
 pub mod admin;
+pub mod adopt;
 pub mod api;
 pub mod app;
 pub mod cli;

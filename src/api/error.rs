@@ -14,8 +14,12 @@ use crate::store::StoreError;
 pub enum ApiError {
     #[error("{0}")]
     Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
     #[error("no such distribution")]
     NotFound,
+    #[error("no CloudFront distribution has id {0}")]
+    NoSuchCloudFrontDistribution(String),
     #[error("no such route")]
     RouteNotFound,
     #[error("method not allowed")]
@@ -50,6 +54,7 @@ pub enum ApiError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProblemType {
     Unauthorized,
+    Forbidden,
     NotFound,
     MethodNotAllowed,
     InvalidParameter,
@@ -67,8 +72,9 @@ pub enum ProblemType {
 }
 
 impl ProblemType {
-    pub const ALL: [ProblemType; 15] = [
+    pub const ALL: [ProblemType; 16] = [
         ProblemType::Unauthorized,
+        ProblemType::Forbidden,
         ProblemType::NotFound,
         ProblemType::MethodNotAllowed,
         ProblemType::InvalidParameter,
@@ -88,6 +94,7 @@ impl ProblemType {
     pub fn slug(self) -> &'static str {
         match self {
             ProblemType::Unauthorized => "unauthorized",
+            ProblemType::Forbidden => "forbidden",
             ProblemType::NotFound => "not-found",
             ProblemType::MethodNotAllowed => "method-not-allowed",
             ProblemType::InvalidParameter => "invalid-parameter",
@@ -112,6 +119,7 @@ impl ProblemType {
     pub fn title(self) -> &'static str {
         match self {
             ProblemType::Unauthorized => "Missing or invalid bearer token",
+            ProblemType::Forbidden => "Permission missing",
             ProblemType::NotFound => "Not found",
             ProblemType::MethodNotAllowed => "Method not allowed",
             ProblemType::InvalidParameter => "Invalid path or query parameter",
@@ -132,6 +140,7 @@ impl ProblemType {
     pub fn status(self) -> StatusCode {
         match self {
             ProblemType::Unauthorized => StatusCode::UNAUTHORIZED,
+            ProblemType::Forbidden => StatusCode::FORBIDDEN,
             ProblemType::NotFound => StatusCode::NOT_FOUND,
             ProblemType::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProblemType::InvalidParameter | ProblemType::MalformedBody => StatusCode::BAD_REQUEST,
@@ -152,6 +161,9 @@ impl ProblemType {
         match self {
             ProblemType::Unauthorized => {
                 "The Authorization header is missing, or its bearer token is expired, not yet valid, signed by an unknown key, or for another issuer or audience. Get a new token."
+            }
+            ProblemType::Forbidden => {
+                "The bearer token is valid but lacks the permission this operation needs, such as the admin scope (AUTH_ADMIN_SCOPE) for adopting distributions. Use a token that grants it."
             }
             ProblemType::NotFound => {
                 "No such route, or no distribution with this id belongs to the caller. Another owner's distribution is reported exactly like one that does not exist."
@@ -213,7 +225,10 @@ impl ApiError {
     pub fn problem_type(&self) -> ProblemType {
         match self {
             ApiError::Unauthorized(_) => ProblemType::Unauthorized,
-            ApiError::NotFound | ApiError::RouteNotFound => ProblemType::NotFound,
+            ApiError::Forbidden(_) => ProblemType::Forbidden,
+            ApiError::NotFound
+            | ApiError::NoSuchCloudFrontDistribution(_)
+            | ApiError::RouteNotFound => ProblemType::NotFound,
             ApiError::MethodNotAllowed => ProblemType::MethodNotAllowed,
             ApiError::InvalidParameter(_) => ProblemType::InvalidParameter,
             ApiError::MalformedBody(_) => ProblemType::MalformedBody,

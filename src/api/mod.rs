@@ -1,6 +1,7 @@
 //! The REST API: routes, shared state, middleware and the OpenAPI document.
 
 pub mod actions;
+pub mod adopt;
 pub mod auth;
 pub mod distributions;
 mod document;
@@ -28,7 +29,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::cloudfront::Backend;
+use crate::cloudfront::{Backend, CloudFront};
 use crate::store::notify::WorkNotifier;
 use auth::Authenticator;
 use rate_limit::OwnerRateLimiter;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub pool: PgPool,
     pub authenticator: Arc<Authenticator>,
     pub backend: Backend,
+    /// For operator requests that read CloudFront directly, such as adoption.
+    pub cloudfront: CloudFront,
     pub notifier: WorkNotifier,
     pub metrics: Option<PrometheusHandle>,
     pub events: crate::live::EventHub,
@@ -143,6 +146,7 @@ fn api_router() -> OpenApiRouter<AppState> {
             distributions::delete
         ))
         .routes(routes!(actions::retry))
+        .routes(routes!(adopt::adopt))
         .routes(routes!(events::list))
         .routes(routes!(events::watch))
         .routes(routes!(health::healthz))

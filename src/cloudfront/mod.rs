@@ -12,6 +12,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_sdk_cloudfront::Client;
 use aws_sdk_cloudfront::config::{Credentials, Region};
 use aws_sdk_cloudfront::types::{DistributionConfig, DistributionConfigWithTags, Tag, Tags};
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::lifecycle::{CallError, ErrorClass, Snapshot};
@@ -223,9 +224,20 @@ impl CloudFront {
     /// Lists every distribution in the account, following `NextMarker` page by page until
     /// CloudFront reports `IsTruncated=false`.
     pub async fn list_all(&self) -> Result<Vec<Summary>, CallError> {
+        self.list_all_paced(async || Ok::<(), CallError>(())).await
+    }
+
+    /// Like [`CloudFront::list_all`], but awaits `before_page` before each ListDistributions
+    /// call, so a caller can draw each page from a rate limit. An error from `before_page`
+    /// ends the listing with that error.
+    pub async fn list_all_paced<E: From<CallError>>(
+        &self,
+        mut before_page: impl AsyncFnMut() -> Result<(), E>,
+    ) -> Result<Vec<Summary>, E> {
         let mut summaries = Vec::new();
         let mut marker: Option<String> = None;
         loop {
+            before_page().await?;
             let output = self
                 .client
                 .list_distributions()
@@ -238,7 +250,8 @@ impl CloudFront {
                     class: ErrorClass::Transient,
                     code: "MalformedResponse".to_owned(),
                     message: "CloudFront's response has no DistributionList".to_owned(),
-                });
+                }
+                .into());
             };
             summaries.extend(list.items().iter().map(summary));
             if !list.is_truncated() {
@@ -252,10 +265,47 @@ impl CloudFront {
                         code: "MalformedResponse".to_owned(),
                         message: "CloudFront's list page is truncated but has no NextMarker"
                             .to_owned(),
-                    });
+                    }
+                    .into());
                 }
             }
         }
+    }
+
+    /// ListTagsForResource: the tags of the distribution with this ARN, as key and value.
+    pub async fn list_tags(&self, arn: &str) -> Result<Vec<(String, String)>, CallError> {
+        let output = self
+            .client
+            .list_tags_for_resource()
+            .resource(arn)
+            .send()
+            .await
+            .map_err(|error| errors::classify(&error))?;
+        let tags = output
+            .tags()
+            .map(|tags| tags.items())
+            .unwrap_or_default()
+            .iter()
+            .map(|tag| (tag.key().to_owned(), tag.value().unwrap_or("").to_owned()))
+            .collect();
+        Ok(tags)
+    }
+
+    /// TagResource with [`ROW_ID_TAG`] naming `row_id`, as `create` tags what it creates.
+    pub async fn tag_row_id(&self, arn: &str, row_id: Uuid) -> Result<(), CallError> {
+        let tag = Tag::builder()
+            .key(ROW_ID_TAG)
+            .value(row_id.to_string())
+            .build()
+            .expect("a tag with a key always builds");
+        self.client
+            .tag_resource()
+            .resource(arn)
+            .tags(Tags::builder().items(tag).build())
+            .send()
+            .await
+            .map_err(|error| errors::classify(&error))?;
+        Ok(())
     }
 
     /// DeleteDistribution with If-Match.
@@ -284,6 +334,8 @@ pub struct Summary {
     pub aliases: Vec<String>,
     /// Present in the API since ETags were added to summaries; older peers leave it out.
     pub etag: Option<String>,
+    /// When the distribution's config last changed; `None` if the response left it out.
+    pub last_modified: Option<DateTime<Utc>>,
 }
 
 fn summary(item: &aws_sdk_cloudfront::types::DistributionSummary) -> Summary {
@@ -299,6 +351,10 @@ fn summary(item: &aws_sdk_cloudfront::types::DistributionSummary) -> Summary {
             .map(|aliases| aliases.items().to_vec())
             .unwrap_or_default(),
         etag: item.e_tag().map(str::to_owned),
+        last_modified: DateTime::from_timestamp(
+            item.last_modified_time().secs(),
+            item.last_modified_time().subsec_nanos(),
+        ),
     }
 }
 

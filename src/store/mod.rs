@@ -2,6 +2,7 @@
 //! clock (`now()`), never from a replica's, so replicas with skewed clocks agree.
 
 pub mod admin;
+pub mod adoption;
 pub mod claims;
 pub mod distributions;
 pub mod events;

@@ -36,7 +36,13 @@ pub struct AuthSettings {
     pub jwks_min_reload_interval: Duration,
     /// Age after which the JWKS is reloaded on the next request, so removed keys stop working.
     pub jwks_max_age: Duration,
+    /// The scope that grants operator requests such as adoption, looked up in the token's
+    /// space-separated `scope` claim and in its `scp` and `permissions` arrays.
+    pub admin_scope: String,
 }
+
+/// The scope that grants operator requests unless AUTH_ADMIN_SCOPE sets another.
+pub const DEFAULT_ADMIN_SCOPE: &str = "cloudfront-lifecycle:admin";
 
 impl AuthSettings {
     /// HS256 only, with the defaults of the command line.
@@ -50,6 +56,7 @@ impl AuthSettings {
             owner_claim: "sub".to_owned(),
             jwks_min_reload_interval: Duration::from_secs(30),
             jwks_max_age: Duration::from_secs(600),
+            admin_scope: DEFAULT_ADMIN_SCOPE.to_owned(),
         }
     }
 }
@@ -71,6 +78,14 @@ pub struct Authenticator {
     audience: Option<String>,
     leeway_seconds: u64,
     owner_claim: String,
+    admin_scope: String,
+}
+
+/// A verified token: its owner and every scope it grants.
+#[derive(Clone, Debug)]
+pub struct Verified {
+    pub owner: String,
+    pub scopes: Vec<String>,
 }
 
 impl Authenticator {
@@ -83,6 +98,7 @@ impl Authenticator {
             audience: None,
             leeway_seconds: 30,
             owner_claim: "sub".to_owned(),
+            admin_scope: DEFAULT_ADMIN_SCOPE.to_owned(),
         }
     }
 
@@ -112,11 +128,17 @@ impl Authenticator {
             audience: settings.audience.clone(),
             leeway_seconds: settings.leeway_seconds,
             owner_claim: settings.owner_claim.clone(),
+            admin_scope: settings.admin_scope.clone(),
         })
     }
 
     /// Returns the owner named by a valid token.
     pub async fn verify(&self, token: &str) -> Result<String, ApiError> {
+        Ok(self.verify_with_scopes(token).await?.owner)
+    }
+
+    /// Returns the owner and the scopes of a valid token.
+    pub async fn verify_with_scopes(&self, token: &str) -> Result<Verified, ApiError> {
         // `decode_header` rejects `alg: none` and any algorithm jsonwebtoken does not know.
         let header = jsonwebtoken::decode_header(token).map_err(invalid)?;
         let (algorithm, key) = self.key_for(&header).await?;
@@ -143,7 +165,15 @@ impl Authenticator {
                 self.owner_claim
             )));
         }
-        Ok(owner.to_owned())
+        Ok(Verified {
+            owner: owner.to_owned(),
+            scopes: scopes(&data.claims),
+        })
+    }
+
+    /// Returns the scope that grants operator requests.
+    pub fn admin_scope(&self) -> &str {
+        &self.admin_scope
     }
 
     async fn key_for(&self, header: &Header) -> Result<(Algorithm, DecodingKey), ApiError> {
@@ -211,6 +241,30 @@ impl Authenticator {
     }
 }
 
+/// Collects the scopes a token grants. RFC 8693 (section 4.2) puts them in `scope` as one
+/// space-separated string. Other issuers use `scp` or `permissions`, as a string or an
+/// array, so every one of these forms is read.
+fn scopes(claims: &serde_json::Map<String, serde_json::Value>) -> Vec<String> {
+    let mut scopes = Vec::new();
+    for name in ["scope", "scp", "permissions"] {
+        match claims.get(name) {
+            Some(serde_json::Value::String(text)) => {
+                scopes.extend(text.split_whitespace().map(str::to_owned));
+            }
+            Some(serde_json::Value::Array(items)) => {
+                scopes.extend(
+                    items
+                        .iter()
+                        .filter_map(|item| item.as_str())
+                        .map(str::to_owned),
+                );
+            }
+            _ => {}
+        }
+    }
+    scopes
+}
+
 fn invalid(error: jsonwebtoken::errors::Error) -> ApiError {
     ApiError::Unauthorized(format!("invalid bearer token: {error}"))
 }
@@ -250,28 +304,55 @@ impl FromRequestParts<AppState> for Owner {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let value = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
-            ApiError::Unauthorized("missing Authorization: Bearer <token> header".to_owned())
-        })?;
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|value| {
-                value
-                    .strip_prefix("Bearer ")
-                    .or_else(|| value.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|token| !token.is_empty())
-            .ok_or_else(|| {
-                ApiError::Unauthorized("the Authorization header must be Bearer <token>".to_owned())
-            })?;
-        let authenticator: &Arc<Authenticator> = &state.authenticator;
-        let owner = authenticator.verify(token).await?;
-        tracing::Span::current().record("owner", owner.as_str());
-        if let Some(limiter) = &state.rate_limiter {
-            limiter.check(&owner)?;
-        }
-        Ok(Owner(owner))
+        let verified = authenticate(parts, state).await?;
+        Ok(Owner(verified.owner))
     }
+}
+
+/// An authenticated caller whose token grants the admin scope. Extracting it also charges
+/// the caller's rate limit; a valid token without the scope is rejected with 403.
+#[derive(Clone, Debug)]
+pub struct Admin(pub String);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let verified = authenticate(parts, state).await?;
+        let required = state.authenticator.admin_scope();
+        if !verified.scopes.iter().any(|scope| scope == required) {
+            return Err(ApiError::Forbidden(format!(
+                "this request needs the {required} scope in the token's scope, scp or permissions claim"
+            )));
+        }
+        Ok(Admin(verified.owner))
+    }
+}
+
+/// Verifies the bearer token, records its owner in the request span and charges the
+/// owner's rate limit.
+async fn authenticate(parts: &Parts, state: &AppState) -> Result<Verified, ApiError> {
+    let value = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
+        ApiError::Unauthorized("missing Authorization: Bearer <token> header".to_owned())
+    })?;
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|value| {
+            value
+                .strip_prefix("Bearer ")
+                .or_else(|| value.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|token| !token.is_empty())
+        .ok_or_else(|| {
+            ApiError::Unauthorized("the Authorization header must be Bearer <token>".to_owned())
+        })?;
+    let authenticator: &Arc<Authenticator> = &state.authenticator;
+    let verified = authenticator.verify_with_scopes(token).await?;
+    tracing::Span::current().record("owner", verified.owner.as_str());
+    if let Some(limiter) = &state.rate_limiter {
+        limiter.check(&verified.owner)?;
+    }
+    Ok(verified)
 }
