@@ -191,3 +191,46 @@ async fn unknown_route_is_problem() {
     .await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn wrong_type_names_nested_field() {
+    let app = spawn_app().await;
+    let response = app
+        .request(Method::POST, "/v1/distributions", "alice")
+        .json(&json!({"origin": {"domain_name": "origin.example.com"}, "aliases": ["a.example.com", 7]}))
+        .send()
+        .await
+        .unwrap();
+    let body = assert_problem(
+        response,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation-failed",
+    )
+    .await;
+    assert_eq!(body["errors"][0]["pointer"], "/aliases/1");
+
+    let response = app
+        .request(Method::POST, "/v1/distributions", "alice")
+        .json(&json!({"origin": {"domain_name": "origin.example.com"}, "price_class": "Cheap"}))
+        .send()
+        .await
+        .unwrap();
+    let body = assert_problem(
+        response,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation-failed",
+    )
+    .await;
+    assert_eq!(body["errors"][0]["pointer"], "/price_class");
+
+    let response = app
+        .request(Method::POST, "/v1/distributions", "alice")
+        .header("content-type", "application/json")
+        .body("{\"origin\": {\"domain_name\": \"origin.example.com\"}} trailing")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, StatusCode::BAD_REQUEST, "malformed-body").await;
+    assert_eq!(app.count(ROWS).await, 0);
+    app.stop().await;
+}
