@@ -376,6 +376,11 @@ fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
     let text = String::from_utf8(bytes).map_err(|_| invalid())?;
     let (micros, id) = text.split_once('|').ok_or_else(invalid)?;
     let micros: i64 = micros.parse().map_err(|_| invalid())?;
+    // Rows are created after 1970, so an earlier position is forged; Postgres would also
+    // reject times before 4713 BC that chrono still accepts.
+    if micros < 0 {
+        return Err(invalid());
+    }
     let created_at = DateTime::from_timestamp_micros(micros).ok_or_else(invalid)?;
     let id = Uuid::parse_str(id).map_err(|_| invalid())?;
     Ok((created_at, id))
