@@ -253,7 +253,11 @@ fn etag_of(row: &Distribution) -> String {
 /// Reads `If-Match`: `None` when absent or `*`, else the version it names. An ETag this
 /// service did not issue can never match, so it becomes a version no row has.
 fn expected_version(headers: &HeaderMap) -> Option<i64> {
-    let value = headers.get(header::IF_MATCH)?.to_str().ok()?.trim();
+    let Ok(value) = headers.get(header::IF_MATCH)?.to_str() else {
+        // Not visible ASCII, so not an ETag this service issued.
+        return Some(-1);
+    };
+    let value = value.trim();
     if value == "*" {
         return None;
     }
