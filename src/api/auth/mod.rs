@@ -143,6 +143,13 @@ impl Authenticator {
                 self.owner_claim
             )));
         }
+        // Postgres text cannot hold U+0000, so such an owner could never be stored.
+        if owner.contains('\0') {
+            return Err(ApiError::Unauthorized(format!(
+                "invalid bearer token: the {} claim contains a NUL character",
+                self.owner_claim
+            )));
+        }
         Ok(owner.to_owned())
     }
 
