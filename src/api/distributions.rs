@@ -436,36 +436,13 @@ pub async fn update(
     headers: HeaderMap,
     Json(patch): Json<DistributionPatch>,
 ) -> Result<Response, ApiError> {
-    let current = distributions::get_for_owner(&state.pool, id, &owner)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    let spec = current.spec.patched(&patch);
-    let errors = spec.validate();
-    if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
-    }
-
     let expected = expected_version(&headers);
-    if spec == current.spec {
-        // Nothing changes: no redeploy, but a stale If-Match is still reported.
-        if let Some(expected) = expected
-            && expected != current.version
-        {
-            return Err(distributions::ChangeError::VersionMismatch {
-                expected,
-                current: current.version,
-            }
-            .into());
-        }
-        return Ok(resource_response(StatusCode::ACCEPTED, current, false));
+    let (row, changed) =
+        distributions::request_update(&state.pool, id, &owner, &patch, expected).await?;
+    if changed {
+        tracing::info!(distribution.id = %id, owner = %owner, spec_version = row.spec_version, "update requested");
+        state.wake_workers();
     }
-
-    // The version check runs again under the row lock, so a change made since the read
-    // above is caught too.
-    let expected = expected.or(Some(current.version));
-    let row = distributions::request_update(&state.pool, id, &owner, &spec, expected).await?;
-    tracing::info!(distribution.id = %id, owner = %owner, spec_version = row.spec_version, "update requested");
-    state.wake_workers();
     Ok(resource_response(StatusCode::ACCEPTED, row, false))
 }
 
