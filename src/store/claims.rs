@@ -49,16 +49,20 @@ pub async fn claim(
     .fetch_all(executor)
     .await?;
 
-    records
-        .into_iter()
-        .map(|record| {
-            let claimed_at = record.db_now.unwrap_or_else(Utc::now);
-            Ok(Claimed {
-                row: Distribution::try_from(record)?,
-                claimed_at,
-            })
-        })
-        .collect()
+    // A row that no longer parses is skipped, not returned as an error: failing the whole
+    // claim would hold every row claimed with it until their leases end. It stays under
+    // its lease and is logged again each time it comes due.
+    let mut claimed = Vec::with_capacity(records.len());
+    for record in records {
+        let claimed_at = record.db_now.unwrap_or_else(Utc::now);
+        match Distribution::try_from(record) {
+            Ok(row) => claimed.push(Claimed { row, claimed_at }),
+            Err(error) => {
+                tracing::error!(%error, "claimed a row that does not parse; skipping it until its lease ends")
+            }
+        }
+    }
+    Ok(claimed)
 }
 
 /// Seconds until the next row comes due (negative when one is overdue), or `None` when no
