@@ -315,3 +315,56 @@ async fn patch_shows_updating_at_once() {
     assert_eq!(body["status"], "updating");
     app.stop().await;
 }
+
+/// Runs the worker binary with one extra setting and returns its exit status and stderr,
+/// or `None` if it was still running after a few seconds (then it is killed).
+async fn run_worker_with(name: &str, value: &str) -> Option<(std::process::ExitStatus, String)> {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    let database_url = crate::harness::create_database().await;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cloudfront-lifecycle"))
+        .arg("worker")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", &database_url)
+        .env("CLOUDFRONT_BACKEND", "simulator")
+        .env(name, value)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut stderr = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr)
+                .unwrap();
+            return Some((status, stderr));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    None
+}
+
+#[tokio::test]
+async fn worker_rejects_zero_intervals_and_rates() {
+    // Each of these starts a worker that spins: a zero lease lets a row be claimed again
+    // while its check runs and abandons every check at once, a zero safety interval
+    // polls the database without pause when idle, and a zero rate never grants a token.
+    for name in [
+        "WORKER_LEASE_SECONDS",
+        "WORKER_SAFETY_INTERVAL_SECONDS",
+        "CLOUDFRONT_READ_RATE",
+        "CLOUDFRONT_MUTATING_RATE",
+    ] {
+        let outcome = run_worker_with(name, "0").await;
+        let Some((status, stderr)) = outcome else {
+            panic!("the worker started with {name}=0");
+        };
+        assert!(!status.success(), "{name}=0: {status}");
+        assert!(stderr.contains(name), "{name}=0, stderr: {stderr}");
+    }
+}
