@@ -368,3 +368,62 @@ async fn worker_rejects_zero_intervals_and_rates() {
         assert!(stderr.contains(name), "{name}=0, stderr: {stderr}");
     }
 }
+
+#[tokio::test]
+async fn delete_after_lost_create_leaves_nothing() {
+    use cloudfront_lifecycle::simulator::{LostResponse, LostResponseMode, Operation};
+    use std::time::Duration;
+
+    let app = spawn_app().await;
+    // The create happens in CloudFront, but the service sees a 500, and the user deletes
+    // the row while the worker backs off.
+    app.simulator().lose_responses(LostResponse {
+        operation: Some(Operation::CreateDistributionWithTags),
+        count: 1,
+        mode: LostResponseMode::InternalError,
+    });
+    app.simulator().set_latency(Duration::from_millis(150));
+    let created = app.create("alice").await;
+    let id = created["id"].as_str().unwrap();
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert_eq!(app.delete(id, "alice").await.status(), StatusCode::ACCEPTED);
+
+    app.wait_for_status(id, "alice", "deleted", Duration::from_secs(15))
+        .await;
+    let left = app.simulator().distributions();
+    assert!(left.is_empty(), "left in CloudFront: {left:?}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn retain_then_delete_removes_it() {
+    use std::time::Duration;
+
+    let app = spawn_app().await;
+    let created = app.create("alice").await;
+    let id = created["id"].as_str().unwrap();
+    app.wait_for_status(id, "alice", "deployed", Duration::from_secs(10))
+        .await;
+
+    let retain = app
+        .request(
+            Method::DELETE,
+            &format!("/v1/distributions/{id}?retain=true"),
+            "alice",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(retain.status(), StatusCode::ACCEPTED);
+    let disabled = app
+        .wait_for_status(id, "alice", "disabled", Duration::from_secs(10))
+        .await;
+    assert_eq!(disabled["cloudfront"]["enabled"], false);
+    assert_eq!(app.simulator().distributions().len(), 1);
+
+    assert_eq!(app.delete(id, "alice").await.status(), StatusCode::ACCEPTED);
+    app.wait_for_status(id, "alice", "deleted", Duration::from_secs(10))
+        .await;
+    assert!(app.simulator().distributions().is_empty());
+    app.stop().await;
+}
