@@ -427,3 +427,21 @@ async fn retain_then_delete_removes_it() {
     assert!(app.simulator().distributions().is_empty());
     app.stop().await;
 }
+
+#[tokio::test]
+async fn two_idempotency_keys_are_400() {
+    let app = spawn_app_with(api_only()).await;
+
+    // Which key would a retry repeat? Guessing one risks a second distribution.
+    let response = app
+        .request(Method::POST, "/v1/distributions", "alice")
+        .header("idempotency-key", "first")
+        .header("idempotency-key", "second")
+        .json(&json!({"origin": {"domain_name": "origin.example.com"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, StatusCode::BAD_REQUEST, "invalid-parameter").await;
+    assert_eq!(app.count(ROWS).await, 0);
+    app.stop().await;
+}
