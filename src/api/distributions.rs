@@ -212,9 +212,15 @@ pub async fn create(
 const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(value) = headers.get("idempotency-key") else {
+    let mut values = headers.get_all("idempotency-key").iter();
+    let Some(value) = values.next() else {
         return Ok(None);
     };
+    if values.next().is_some() {
+        return Err(ApiError::InvalidParameter(
+            "send Idempotency-Key once; this request has several".to_owned(),
+        ));
+    }
     let key = value
         .to_str()
         .ok()
