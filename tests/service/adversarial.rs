@@ -445,3 +445,41 @@ async fn two_idempotency_keys_are_400() {
     assert_eq!(app.count(ROWS).await, 0);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn etag_changes_with_representation() {
+    use cloudfront_lifecycle::simulator::DeployTime;
+    use std::time::Duration;
+
+    let app = spawn_app().await;
+    let created = app.create("alice").await;
+    let id = created["id"].as_str().unwrap();
+    app.wait_for_status(id, "alice", "deployed", Duration::from_secs(10))
+        .await;
+
+    // A 3 s disable gives the worker several rechecks while the status stays disabling.
+    app.simulator()
+        .set_deploy_time(DeployTime::Fixed(Duration::from_secs(3)));
+    assert_eq!(app.delete(id, "alice").await.status(), StatusCode::ACCEPTED);
+    app.wait_for_status(id, "alice", "disabling", Duration::from_secs(10))
+        .await;
+
+    // The README promises that the ETag changes whenever the representation does.
+    let mut previous: Option<(String, Value)> = None;
+    for _ in 0..10 {
+        let response = app.get(id, "alice").await;
+        let etag = response.headers()["etag"].to_str().unwrap().to_owned();
+        let body: Value = response.json().await.unwrap();
+        if let Some((previous_etag, previous_body)) = &previous
+            && *previous_etag == etag
+        {
+            assert_eq!(
+                *previous_body, body,
+                "the body changed under the same ETag {etag}"
+            );
+        }
+        previous = Some((etag, body));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    app.stop().await;
+}
