@@ -283,10 +283,10 @@ pub struct WorkerArgs {
 }
 
 impl WorkerArgs {
-    /// Rejects intervals and rates that would make the worker spin: a zero lease lets a row
+    /// Rejects intervals and rates that would make the worker spin. A zero lease lets a row
     /// be claimed again while its check runs, a zero safety interval polls without pause
-    /// when idle, and a zero rate never grants a token. `seconds` turns zero, negative and
-    /// non-finite values into zero, so each is rejected here.
+    /// when idle, and a zero rate never grants a token. Negative and non-finite values are
+    /// rejected too, because `seconds` turns them into zero.
     pub fn validate(&self) -> anyhow::Result<()> {
         let positive = [
             ("WORKER_LEASE_SECONDS", self.worker_lease_seconds),

@@ -49,8 +49,8 @@ pub async fn claim(
     .fetch_all(executor)
     .await?;
 
-    // A row that no longer parses is skipped, not returned as an error: failing the whole
-    // claim would hold every row claimed with it until their leases end. It stays under
+    // A row that no longer parses is skipped rather than failing the claim, because an
+    // error would hold every row claimed with it until their leases end. It stays under
     // its lease and is logged again each time it comes due.
     let mut claimed = Vec::with_capacity(records.len());
     for record in records {
@@ -58,7 +58,7 @@ pub async fn claim(
         match Distribution::try_from(record) {
             Ok(row) => claimed.push(Claimed { row, claimed_at }),
             Err(error) => {
-                tracing::error!(%error, "claimed a row that does not parse; skipping it until its lease ends")
+                tracing::error!(%error, "claimed row does not parse and is skipped until its lease ends")
             }
         }
     }
@@ -121,9 +121,9 @@ pub async fn write_back(
     let written = sqlx::query_scalar!(
         r#"
         with previous as (
-            -- Whether the resource as the API shows it changes: only then do its version
-            -- (the ETag) and updated_at change, so a recheck that learns nothing new
-            -- leaves both alone.
+            -- True when a field the API shows changes. Only then do the version (the
+            -- ETag) and updated_at change, so a recheck that learns nothing new leaves
+            -- both alone.
             select id, status, last_error_code, last_error_message,
                    status <> $3::text
                    or $17::text is distinct from null

@@ -359,9 +359,9 @@ pub async fn request_delete(
 /// Merges `patch` into the requested configuration for the worker to apply. The merge uses
 /// the spec read under the row lock, so concurrent PATCHes without If-Match each keep what
 /// the others set. A row being deleted, or already deleted, cannot be updated, even by a
-/// patch that changes nothing. A changed spec shows `updating` at once (a failed row goes
-/// back into the lifecycle, since the new configuration may be what fixes it); an unchanged
-/// one leaves the row as it is. Returns the row and whether the spec changed.
+/// patch that changes nothing. When the spec changes, a `deployed` row shows `updating` at
+/// once. A `failed` row goes back into the lifecycle, since the new configuration may be
+/// what fixes it. Returns the row and whether the spec changed.
 pub async fn request_update(
     pool: &PgPool,
     id: Uuid,

@@ -1,5 +1,5 @@
-//! Inputs and interleavings chosen to break the service: each test pins a bug that was
-//! found by attacking the running service, so it stays fixed.
+//! Inputs and interleavings chosen to break the service. Most tests reproduce a bug found
+//! by attacking it, and the rest pin behaviour that held up under attack.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -10,7 +10,7 @@ use crate::harness::{TestOptions, assert_problem, spawn_app, spawn_app_with};
 
 const ROWS: &str = "select count(*) from distributions";
 
-/// A service without a worker, so rows stay exactly where the API left them.
+/// Returns options for a service without a worker, so rows stay where the API left them.
 fn api_only() -> TestOptions {
     TestOptions {
         worker: None,
@@ -71,10 +71,7 @@ async fn cursor_before_postgres_range_is_400() {
     app.create("alice").await;
 
     // Chrono accepts years down to about -262000, Postgres only down to 4713 BC.
-    let forged = URL_SAFE_NO_PAD.encode(format!(
-        "-8000000000000000000|{}",
-        uuid::Uuid::nil()
-    ));
+    let forged = URL_SAFE_NO_PAD.encode(format!("-8000000000000000000|{}", uuid::Uuid::nil()));
     let response = app
         .request(
             Method::GET,
@@ -122,7 +119,7 @@ async fn non_ascii_if_match_is_412() {
     let id = created["id"].as_str().unwrap();
 
     // An ETag this service never issued must not match, even when the header is not
-    // valid UTF-8; ignoring it would turn a conditional delete into an unconditional one.
+    // valid UTF-8. Ignoring it would turn a conditional delete into an unconditional one.
     let garbage = reqwest::header::HeaderValue::from_bytes(b"\"1\xff\"").unwrap();
     let response = app
         .request(Method::DELETE, &format!("/v1/distributions/{id}"), "alice")
@@ -137,7 +134,10 @@ async fn non_ascii_if_match_is_412() {
     )
     .await;
     let stored: Value = app.get(id, "alice").await.json().await.unwrap();
-    assert!(stored["deletion"].is_null(), "deletion recorded: {stored:#}");
+    assert!(
+        stored["deletion"].is_null(),
+        "deletion recorded: {stored:#}"
+    );
 
     let patch = app
         .request(Method::PATCH, &format!("/v1/distributions/{id}"), "alice")
@@ -146,18 +146,23 @@ async fn non_ascii_if_match_is_412() {
         .send()
         .await
         .unwrap();
-    assert_problem(patch, StatusCode::PRECONDITION_FAILED, "precondition-failed").await;
+    assert_problem(
+        patch,
+        StatusCode::PRECONDITION_FAILED,
+        "precondition-failed",
+    )
+    .await;
     app.stop().await;
 }
 
 #[tokio::test]
-async fn concurrent_patches_without_if_match_all_apply() {
+async fn concurrent_unconditional_patches_apply() {
     let app = spawn_app_with(api_only()).await;
     let created = app.create("alice").await;
     let id = created["id"].as_str().unwrap().to_owned();
 
-    // No request names a version, so none may fail with 412: each PATCH is a merge of the
-    // fields it names, and the README reserves 412 for a stale If-Match.
+    // No request names a version, so none may fail with 412. Each PATCH merges the fields
+    // it names, and the README reserves 412 for a stale If-Match.
     let mut requests = Vec::new();
     for n in 0..8 {
         let request = app
@@ -170,7 +175,9 @@ async fn concurrent_patches_without_if_match_all_apply() {
         statuses.push(request.await.unwrap().status());
     }
     assert!(
-        statuses.iter().all(|status| *status == StatusCode::ACCEPTED),
+        statuses
+            .iter()
+            .all(|status| *status == StatusCode::ACCEPTED),
         "statuses: {statuses:?}"
     );
     app.stop().await;
@@ -213,8 +220,14 @@ async fn corrupt_row_does_not_hold_others() {
     let good = uuid::Uuid::now_v7();
     let corrupt = uuid::Uuid::now_v7();
     for (id, spec) in [
-        (corrupt, json!({"origin": {"domain_name": "origin.example.com"}, "colour": "blue"})),
-        (good, json!({"origin": {"domain_name": "origin.example.com"}})),
+        (
+            corrupt,
+            json!({"origin": {"domain_name": "origin.example.com"}, "colour": "blue"}),
+        ),
+        (
+            good,
+            json!({"origin": {"domain_name": "origin.example.com"}}),
+        ),
     ] {
         sqlx::query(
             "insert into distributions (id, owner, spec, status, caller_reference, next_check_at)
@@ -273,7 +286,13 @@ async fn stale_read_after_update_not_deployed() {
 
     // Wait until the worker has sent the update, so "deployed" below is its verdict.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while app.simulator().distribution(&cloudfront_id).unwrap().comment != "second" {
+    while app
+        .simulator()
+        .distribution(&cloudfront_id)
+        .unwrap()
+        .comment
+        != "second"
+    {
         assert!(
             std::time::Instant::now() < deadline,
             "the update never reached CloudFront"
@@ -338,8 +357,7 @@ async fn run_worker_with(name: &str, value: &str) -> Option<(std::process::ExitS
     while Instant::now() < deadline {
         if let Some(status) = child.try_wait().unwrap() {
             let mut stderr = String::new();
-            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr)
-                .unwrap();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
             return Some((status, stderr));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
