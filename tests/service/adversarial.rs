@@ -501,3 +501,28 @@ async fn etag_changes_with_representation() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn padded_owner_sees_nothing_of_bare_owner() {
+    let app = spawn_app_with(api_only()).await;
+    let created = app.create("alice").await;
+    let id = created["id"].as_str().unwrap();
+
+    // " alice" is another subject than "alice" to the token issuer, so it must not be
+    // given alice's distributions.
+    let token = cloudfront_lifecycle::api::auth::issue_token(
+        crate::harness::SECRET.as_bytes(),
+        " alice",
+        3600,
+    )
+    .unwrap();
+    let response = app
+        .client
+        .get(format!("{}/v1/distributions/{id}", app.base_url))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(response.status(), StatusCode::OK);
+    app.stop().await;
+}
