@@ -135,9 +135,10 @@ impl Authenticator {
             .claims
             .get(&self.owner_claim)
             .and_then(serde_json::Value::as_str)
-            .map(str::trim)
             .unwrap_or("");
-        if owner.is_empty() {
+        // The claim is used exactly as issued, because trimming it would give " alice" the
+        // distributions of "alice", which the issuer treats as another subject.
+        if owner.trim().is_empty() {
             return Err(ApiError::Unauthorized(format!(
                 "invalid bearer token: the {} claim is missing or empty",
                 self.owner_claim
