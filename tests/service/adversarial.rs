@@ -187,7 +187,7 @@ async fn concurrent_unconditional_patches_apply() {
 async fn owner_with_nul_is_401() {
     let app = spawn_app().await;
 
-    // Postgres text cannot hold U+0000, so such an owner can never own a row; the token
+    // Postgres text cannot hold U+0000, so such an owner can never own a row. The token
     // must be rejected as invalid instead of failing in the database.
     let token = cloudfront_lifecycle::api::auth::issue_token(
         crate::harness::SECRET.as_bytes(),
@@ -369,8 +369,8 @@ async fn run_worker_with(name: &str, value: &str) -> Option<(std::process::ExitS
 
 #[tokio::test]
 async fn worker_rejects_zero_intervals_and_rates() {
-    // Each of these starts a worker that spins: a zero lease lets a row be claimed again
-    // while its check runs and abandons every check at once, a zero safety interval
+    // Each of these starts a worker that spins. A zero lease lets a row be claimed again
+    // while its check runs and abandons every check at once. A zero safety interval
     // polls the database without pause when idle, and a zero rate never grants a token.
     for name in [
         "WORKER_LEASE_SECONDS",
@@ -393,7 +393,7 @@ async fn delete_after_lost_create_leaves_nothing() {
     use std::time::Duration;
 
     let app = spawn_app().await;
-    // The create happens in CloudFront, but the service sees a 500, and the user deletes
+    // The create happens in CloudFront, but the service receives a 500, and the user deletes
     // the row while the worker backs off.
     app.simulator().lose_responses(LostResponse {
         operation: Some(Operation::CreateDistributionWithTags),
