@@ -123,6 +123,7 @@ pub struct TokenArgs {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
+            args.worker.validate()?;
             let mut settings = service_settings(
                 &args.database,
                 Some(&args.auth),
@@ -146,6 +147,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             run_service(settings, Some(args.http.bind_addr)).await
         }
         Command::Worker(args) => {
+            args.worker.validate()?;
             let mut settings = service_settings(
                 &args.database,
                 None,

@@ -289,6 +289,28 @@ pub struct WorkerArgs {
 }
 
 impl WorkerArgs {
+    /// Rejects intervals and rates that would make the worker spin. A zero lease lets a row
+    /// be claimed again while its check runs, a zero safety interval polls without pause
+    /// when idle, and a zero rate never grants a token. Negative and non-finite values are
+    /// rejected too, because `seconds` turns them into zero.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let positive = [
+            ("WORKER_LEASE_SECONDS", self.worker_lease_seconds),
+            (
+                "WORKER_SAFETY_INTERVAL_SECONDS",
+                self.worker_safety_interval_seconds,
+            ),
+            ("CLOUDFRONT_MUTATING_RATE", self.cloudfront_mutating_rate),
+            ("CLOUDFRONT_READ_RATE", self.cloudfront_read_rate),
+        ];
+        for (name, value) in positive {
+            if !(value.is_finite() && value > 0.0) {
+                anyhow::bail!("{name} must be a positive number, got {value}");
+            }
+        }
+        Ok(())
+    }
+
     pub fn settings(&self) -> WorkerSettings {
         WorkerSettings {
             concurrency: self.worker_concurrency.max(1),

@@ -249,6 +249,19 @@ impl DistributionSpec {
             ));
         }
 
+        // Postgres cannot store U+0000 in jsonb, and XML 1.0 (CloudFront's wire format)
+        // allows no other control character than tab, line feed and carriage return.
+        if self
+            .comment
+            .chars()
+            .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+        {
+            errors.push(FieldError::new(
+                "/comment",
+                "must not contain control characters other than tab, line feed and carriage return",
+            ));
+        }
+
         if let Some(object) = &self.default_root_object
             && (object.is_empty()
                 || object.len() > 255

@@ -212,9 +212,15 @@ pub async fn create(
 const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(value) = headers.get("idempotency-key") else {
+    let mut values = headers.get_all("idempotency-key").iter();
+    let Some(value) = values.next() else {
         return Ok(None);
     };
+    if values.next().is_some() {
+        return Err(ApiError::InvalidParameter(
+            "send Idempotency-Key once; this request has several".to_owned(),
+        ));
+    }
     let key = value
         .to_str()
         .ok()
@@ -253,7 +259,11 @@ fn etag_of(row: &Distribution) -> String {
 /// Reads `If-Match`: `None` when absent or `*`, else the version it names. An ETag this
 /// service did not issue can never match, so it becomes a version no row has.
 fn expected_version(headers: &HeaderMap) -> Option<i64> {
-    let value = headers.get(header::IF_MATCH)?.to_str().ok()?.trim();
+    let Ok(value) = headers.get(header::IF_MATCH)?.to_str() else {
+        // Not visible ASCII, so not an ETag this service issued.
+        return Some(-1);
+    };
+    let value = value.trim();
     if value == "*" {
         return None;
     }
@@ -376,6 +386,11 @@ fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
     let text = String::from_utf8(bytes).map_err(|_| invalid())?;
     let (micros, id) = text.split_once('|').ok_or_else(invalid)?;
     let micros: i64 = micros.parse().map_err(|_| invalid())?;
+    // Rows are created after 1970, so an earlier position is forged; Postgres would also
+    // reject times before 4713 BC that chrono still accepts.
+    if micros < 0 {
+        return Err(invalid());
+    }
     let created_at = DateTime::from_timestamp_micros(micros).ok_or_else(invalid)?;
     let id = Uuid::parse_str(id).map_err(|_| invalid())?;
     Ok((created_at, id))
@@ -427,36 +442,13 @@ pub async fn update(
     headers: HeaderMap,
     Json(patch): Json<DistributionPatch>,
 ) -> Result<Response, ApiError> {
-    let current = distributions::get_for_owner(&state.pool, id, &owner)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    let spec = current.spec.patched(&patch);
-    let errors = spec.validate();
-    if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
-    }
-
     let expected = expected_version(&headers);
-    if spec == current.spec {
-        // Nothing changes: no redeploy, but a stale If-Match is still reported.
-        if let Some(expected) = expected
-            && expected != current.version
-        {
-            return Err(distributions::ChangeError::VersionMismatch {
-                expected,
-                current: current.version,
-            }
-            .into());
-        }
-        return Ok(resource_response(StatusCode::ACCEPTED, current, false));
+    let (row, changed) =
+        distributions::request_update(&state.pool, id, &owner, &patch, expected).await?;
+    if changed {
+        tracing::info!(distribution.id = %id, owner = %owner, spec_version = row.spec_version, "update requested");
+        state.wake_workers();
     }
-
-    // The version check runs again under the row lock, so a change made since the read
-    // above is caught too.
-    let expected = expected.or(Some(current.version));
-    let row = distributions::request_update(&state.pool, id, &owner, &spec, expected).await?;
-    tracing::info!(distribution.id = %id, owner = %owner, spec_version = row.spec_version, "update requested");
-    state.wake_workers();
     Ok(resource_response(StatusCode::ACCEPTED, row, false))
 }
 

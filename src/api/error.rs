@@ -308,6 +308,7 @@ impl From<crate::store::distributions::ChangeError> for ApiError {
                 format!("{mismatch}; read it again and retry with its current ETag in If-Match"),
             ),
             ChangeError::Conflict(detail) => ApiError::Conflict(detail),
+            ChangeError::Invalid(errors) => ApiError::Validation(errors),
             ChangeError::Store(error) => ApiError::Store(error),
         }
     }

@@ -49,16 +49,20 @@ pub async fn claim(
     .fetch_all(executor)
     .await?;
 
-    records
-        .into_iter()
-        .map(|record| {
-            let claimed_at = record.db_now.unwrap_or_else(Utc::now);
-            Ok(Claimed {
-                row: Distribution::try_from(record)?,
-                claimed_at,
-            })
-        })
-        .collect()
+    // A row that no longer parses is skipped rather than failing the claim, because an
+    // error would hold every row claimed with it until their leases end. It stays under
+    // its lease and is logged again each time it comes due.
+    let mut claimed = Vec::with_capacity(records.len());
+    for record in records {
+        let claimed_at = record.db_now.unwrap_or_else(Utc::now);
+        match Distribution::try_from(record) {
+            Ok(row) => claimed.push(Claimed { row, claimed_at }),
+            Err(error) => {
+                tracing::error!(%error, "claimed row does not parse and is skipped until its lease ends")
+            }
+        }
+    }
+    Ok(claimed)
 }
 
 /// Seconds until the next row comes due (negative when one is overdue), or `None` when no
@@ -117,7 +121,20 @@ pub async fn write_back(
     let written = sqlx::query_scalar!(
         r#"
         with previous as (
-            select id, status, last_error_code, last_error_message
+            -- True when a field the API shows changes. Only then do the version (the
+            -- ETag) and updated_at change, so a recheck that learns nothing new leaves
+            -- both alone.
+            select id, status, last_error_code, last_error_message,
+                   status <> $3::text
+                   or $17::text is distinct from null
+                      and ($17::text, $18::text) is distinct from (last_error_code, last_error_message)
+                   or overdue <> $19::bool
+                   or coalesce($5::text, cloudfront_id) is distinct from cloudfront_id
+                   or coalesce($6::text, arn) is distinct from arn
+                   or coalesce($7::text, domain_name) is distinct from domain_name
+                   or coalesce($9::text, cloudfront_status) is distinct from cloudfront_status
+                   or coalesce($10::bool, cloudfront_enabled) is distinct from cloudfront_enabled
+                   as visible_change
             from distributions
             where id = $1 and lease_token = $2
             for update
@@ -145,13 +162,8 @@ pub async fn write_back(
                 applied_spec_version = greatest(d.applied_spec_version, coalesce($21, 0)),
                 deleted_at = case when $3 = 'deleted' then coalesce(d.deleted_at, now())
                                   else d.deleted_at end,
-                version = d.version + case
-                    when d.status <> $3
-                      or $17::text is distinct from null and ($17, $18) is distinct from (d.last_error_code, d.last_error_message)
-                      or d.overdue <> $19
-                      or coalesce($5, d.cloudfront_id) is distinct from d.cloudfront_id
-                    then 1 else 0 end,
-                updated_at = now()
+                version = d.version + case when previous.visible_change then 1 else 0 end,
+                updated_at = case when previous.visible_change then now() else d.updated_at end
             from previous
             where d.id = previous.id
             returning d.id, previous.status as from_status, d.status as to_status
@@ -211,7 +223,7 @@ pub async fn record_before_call(
                 create_attempted = d.create_attempted or $5,
                 creates_unresolved = d.creates_unresolved + case when $5 then 1 else 0 end,
                 version = d.version + case when d.status <> $3 then 1 else 0 end,
-                updated_at = now()
+                updated_at = case when d.status <> $3 then now() else d.updated_at end
             from previous
             where d.id = previous.id
             returning d.id, previous.status as from_status, d.status as to_status
@@ -307,7 +319,8 @@ pub async fn record_created_identity(
                 disable_confirmed = d.disable_confirmed and late.status <> 'deleted',
                 enabled_reads = case when late.status = 'deleted' then 0 else d.enabled_reads end,
                 lease_token = d.lease_token + case when late.status = 'deleted' then 1 else 0 end,
-                version = d.version + case when late.status = 'deleted' then 1 else 0 end,
+                -- The resource gains (or changes) its cloudfront part, so its ETag changes.
+                version = d.version + 1,
                 updated_at = now()
             from late
             where d.id = late.id

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::StoreError;
 use crate::lifecycle::{Intent, Status};
-use crate::spec::DistributionSpec;
+use crate::spec::{DistributionPatch, DistributionSpec, FieldError};
 
 /// One managed distribution.
 #[derive(Clone, Debug)]
@@ -254,6 +254,9 @@ pub enum ChangeError {
     /// The change does not fit the row's state (for example, an update during deletion).
     #[error("{0}")]
     Conflict(String),
+    /// The patched configuration is invalid.
+    #[error("the patched configuration is invalid")]
+    Invalid(Vec<FieldError>),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -353,58 +356,91 @@ pub async fn request_delete(
     Ok(row)
 }
 
-/// Records a new requested configuration for the worker to apply. A row being deleted, or
-/// already deleted, cannot be updated. A failed row is put back into the lifecycle, since
-/// the new configuration may be what fixes it.
+/// Merges `patch` into the requested configuration for the worker to apply. The merge uses
+/// the spec read under the row lock, so concurrent PATCHes without If-Match each keep what
+/// the others set. A row being deleted, or already deleted, cannot be updated, even by a
+/// patch that changes nothing. When the spec changes, a `deployed` row shows `updating` at
+/// once. A `failed` row goes back into the lifecycle, since the new configuration may be
+/// what fixes it. Returns the row and whether the spec changed.
 pub async fn request_update(
     pool: &PgPool,
     id: Uuid,
     owner: &str,
-    spec: &DistributionSpec,
+    patch: &DistributionPatch,
     expected_version: Option<i64>,
-) -> Result<Distribution, ChangeError> {
+) -> Result<(Distribution, bool), ChangeError> {
     let mut transaction = pool.begin().await?;
-    let (status, intent, _) =
-        lock_for_change(&mut transaction, id, owner, expected_version).await?;
+    let current = sqlx::query!(
+        "select spec, status, intent, version from distributions where id = $1 and owner = $2 for update",
+        id,
+        owner
+    )
+    .fetch_optional(&mut *transaction)
+    .await?
+    .ok_or(ChangeError::NotFound)?;
+
+    let current_spec: DistributionSpec =
+        serde_json::from_value(current.spec).map_err(|error| StoreError::Corrupt {
+            id,
+            detail: format!("spec does not parse: {error}"),
+        })?;
+    let spec = current_spec.patched(patch);
+    let errors = spec.validate();
+    if !errors.is_empty() {
+        return Err(ChangeError::Invalid(errors));
+    }
+    if let Some(expected) = expected_version
+        && expected != current.version
+    {
+        return Err(ChangeError::VersionMismatch {
+            expected,
+            current: current.version,
+        });
+    }
+    let (status, intent) = (current.status, current.intent);
     if intent != Intent::Keep.as_str() || status == "deleted" {
         return Err(ChangeError::Conflict(format!(
             "the distribution is {status} after a request to {intent} it; it can no longer be updated"
         )));
     }
 
-    let spec = serde_json::to_value(spec).expect("a spec always serializes");
-    sqlx::query!(
-        r#"
-        with updated as (
-            update distributions
-            set spec = $2,
-                spec_version = spec_version + 1,
-                next_check_at = now(),
-                lease_token = lease_token + 1,
-                failures = 0,
-                status = case when status = 'failed' then
-                    case when cloudfront_id is null then 'creating' else 'updating' end
-                    else status end,
-                version = version + 1,
-                updated_at = now()
-            where id = $1
-            returning id, status
+    let changed = spec != current_spec;
+    if changed {
+        let spec = serde_json::to_value(&spec).expect("a spec always serializes");
+        sqlx::query!(
+            r#"
+            with updated as (
+                update distributions
+                set spec = $2,
+                    spec_version = spec_version + 1,
+                    next_check_at = now(),
+                    lease_token = lease_token + 1,
+                    failures = 0,
+                    status = case
+                        when status = 'failed' and cloudfront_id is null then 'creating'
+                        when status in ('failed', 'deployed') then 'updating'
+                        else status end,
+                    version = version + 1,
+                    updated_at = now()
+                where id = $1
+                returning id, status
+            )
+            insert into distribution_events (distribution_id, from_status, to_status, reason)
+            select id, $3, status, 'update requested' from updated
+            "#,
+            id,
+            spec,
+            status,
         )
-        insert into distribution_events (distribution_id, from_status, to_status, reason)
-        select id, $3, status, 'update requested' from updated
-        "#,
-        id,
-        spec,
-        status,
-    )
-    .execute(&mut *transaction)
-    .await?;
+        .execute(&mut *transaction)
+        .await?;
+    }
 
     let row = get(&mut *transaction, id)
         .await?
         .expect("the row was locked in this transaction");
     transaction.commit().await?;
-    Ok(row)
+    Ok((row, changed))
 }
 
 /// Serialises creates by one owner, so the quota check and the insert cannot interleave

@@ -4,6 +4,7 @@
 mod harness;
 
 mod adoption;
+mod adversarial;
 mod api_contract;
 mod auth;
 mod bad_input;

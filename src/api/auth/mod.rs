@@ -157,11 +157,19 @@ impl Authenticator {
             .claims
             .get(&self.owner_claim)
             .and_then(serde_json::Value::as_str)
-            .map(str::trim)
             .unwrap_or("");
-        if owner.is_empty() {
+        // The claim is used exactly as issued, because trimming it would give " alice" the
+        // distributions of "alice", which the issuer treats as another subject.
+        if owner.trim().is_empty() {
             return Err(ApiError::Unauthorized(format!(
                 "invalid bearer token: the {} claim is missing or empty",
+                self.owner_claim
+            )));
+        }
+        // Postgres text cannot hold U+0000, so such an owner could never be stored.
+        if owner.contains('\0') {
+            return Err(ApiError::Unauthorized(format!(
+                "invalid bearer token: the {} claim contains a NUL character",
                 self.owner_claim
             )));
         }
