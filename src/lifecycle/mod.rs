@@ -20,12 +20,15 @@ pub struct Stored {
     /// The service has seen its disable take effect (its Update succeeded, or a read showed
     /// Enabled=false), so a later read showing Enabled=true is a stale read or another actor.
     pub disable_confirmed: bool,
-    /// Consecutive reads that showed Enabled=true after the disable was confirmed.
+    /// Consecutive reads that contradicted what the service last did: Enabled=true after a
+    /// confirmed disable, or an ETag other than the one its update returned.
     pub enabled_reads: u32,
     /// Consecutive failed attempts; throttling does not count.
     pub failures: u32,
     /// The user asked for a configuration that has not been sent to CloudFront yet.
     pub update_pending: bool,
+    /// The ETag the service's own UpdateDistribution returned, while the row is `updating`.
+    pub update_etag: Option<String>,
 }
 
 /// How a failed CloudFront call is handled.
@@ -304,11 +307,30 @@ fn on_snapshot(row: &Stored, snapshot: &Snapshot, policy: &Policy) -> Decision {
                 ..base
             };
         }
+        // A read carrying an ETag other than the one our update returned predates that
+        // update (reads can lag writes) or shows another actor's change. Read again before
+        // believing it; after the confirmations, accept it as the distribution's new state.
+        if row.status == Status::Updating
+            && let Some(expected) = &row.update_etag
+            && *expected != snapshot.etag
+        {
+            let surprising_reads = row.enabled_reads + 1;
+            if surprising_reads < policy.reenable_confirmations {
+                return Decision {
+                    action: Action::Recheck(Wait::Confirm),
+                    status: Status::Updating,
+                    reason: "read predates the update; confirming",
+                    enabled_reads: surprising_reads,
+                    ..base
+                };
+            }
+        }
         if snapshot.deployed {
             return Decision {
                 action: Action::Settle,
                 status: Status::Deployed,
                 reason: "deployed",
+                enabled_reads: 0,
                 ..base
             };
         }

@@ -25,6 +25,7 @@ fn row(status: Status, intent: Intent) -> Stored {
         enabled_reads: 0,
         failures: 0,
         update_pending: false,
+        update_etag: None,
     }
 }
 
@@ -212,6 +213,7 @@ fn for_each_case(mut check: impl FnMut(&Case)) -> usize {
                                             enabled_reads,
                                             failures,
                                             update_pending,
+                                            update_etag: None,
                                         };
                                         for observed in observations() {
                                             let decision = decide(&row, observed.clone(), &policy);
@@ -1677,4 +1679,46 @@ fn intent_wants_disabled_except_keep() {
     assert!(!Intent::Keep.wants_disabled());
     assert!(Intent::Delete.wants_disabled());
     assert!(Intent::Retain.wants_disabled());
+}
+
+#[test]
+fn read_older_than_update_is_confirmed() {
+    let row = Stored {
+        update_etag: Some("E-new".to_owned()),
+        ..row(Status::Updating, Intent::Keep)
+    };
+
+    let decision = decide(&row, read(true, true, "E-old"), &Policy::default());
+
+    assert_eq!(decision.action, Action::Recheck(Wait::Confirm));
+    assert_eq!(decision.status, Status::Updating);
+    assert_eq!(decision.enabled_reads, 1);
+}
+
+#[test]
+fn read_with_update_etag_settles() {
+    let row = Stored {
+        update_etag: Some("E-new".to_owned()),
+        ..row(Status::Updating, Intent::Keep)
+    };
+
+    let decision = decide(&row, read(true, true, "E-new"), &Policy::default());
+
+    assert_eq!(decision.action, Action::Settle);
+    assert_eq!(decision.status, Status::Deployed);
+}
+
+#[test]
+fn confirmed_other_etag_is_accepted() {
+    let row = Stored {
+        update_etag: Some("E-new".to_owned()),
+        enabled_reads: 1,
+        ..row(Status::Updating, Intent::Keep)
+    };
+
+    let decision = decide(&row, read(true, true, "E-other"), &Policy::default());
+
+    assert_eq!(decision.action, Action::Settle);
+    assert_eq!(decision.status, Status::Deployed);
+    assert_eq!(decision.enabled_reads, 0);
 }

@@ -106,6 +106,8 @@ pub struct WriteBack {
     pub create_attempted: bool,
     /// The spec version this check sent to CloudFront (create or update), if any.
     pub applied_spec_version: Option<i32>,
+    /// The ETag the service's own update returned, kept while the row is `updating`.
+    pub update_etag: Option<String>,
 }
 
 /// Writes a check's result if the lease token still matches, recording a history row when
@@ -160,6 +162,7 @@ pub async fn write_back(
                 overdue = $19,
                 create_attempted = d.create_attempted or $20,
                 applied_spec_version = greatest(d.applied_spec_version, coalesce($21, 0)),
+                update_etag = $22,
                 deleted_at = case when $3 = 'deleted' then coalesce(d.deleted_at, now())
                                   else d.deleted_at end,
                 version = d.version + case when previous.visible_change then 1 else 0 end,
@@ -194,6 +197,7 @@ pub async fn write_back(
         update.overdue,
         update.create_attempted,
         update.applied_spec_version,
+        update.update_etag,
     )
     .fetch_one(executor)
     .await?;

@@ -48,6 +48,8 @@ pub struct Distribution {
     pub spec_version: i32,
     /// The spec version CloudFront was last sent.
     pub applied_spec_version: i32,
+    /// The ETag the service's own update returned, while the row is `updating`.
+    pub update_etag: Option<String>,
 }
 
 /// A row as Postgres returns it, before its text and JSON columns are parsed.
@@ -86,6 +88,7 @@ pub(crate) struct Record {
     pub version: i64,
     pub spec_version: i32,
     pub applied_spec_version: i32,
+    pub update_etag: Option<String>,
     /// The database's clock when the row was read.
     pub db_now: Option<DateTime<Utc>>,
 }
@@ -139,6 +142,7 @@ impl TryFrom<Record> for Distribution {
             version: record.version,
             spec_version: record.spec_version,
             applied_spec_version: record.applied_spec_version,
+            update_etag: record.update_etag,
         })
     }
 }

@@ -145,9 +145,10 @@ pub async fn check(context: &WorkerContext, claimed: Claimed) -> Result<Outcome,
                     .update(&cloudfront_id, &etag, config, &row.spec)
                     .await;
                 count_call(context, "UpdateDistribution", &result);
-                if result.is_ok() {
+                if let Ok(remote) = &result {
                     info!(distribution.id = %id, cloudfront.id = %cloudfront_id, spec_version = row.spec_version, "requested configuration sent");
                     state.stored.update_pending = false;
+                    state.stored.update_etag = Some(remote.snapshot.etag.clone());
                     state.applied_spec_version = Some(row.spec_version);
                 }
                 Observed::Updated(remember(&mut state, &mut last_read, result))
@@ -358,6 +359,7 @@ impl StepState {
                 failures: row.failures.max(0) as u32,
                 update_pending: row.cloudfront_id.is_some()
                     && row.spec_version > row.applied_spec_version,
+                update_etag: row.update_etag.clone(),
             },
             status_in_db: row.status,
             create_attempted: false,
@@ -453,6 +455,12 @@ impl StepState {
             overdue: row.overdue || (waiting_for_deletion && past_deadline),
             create_attempted: self.create_attempted || self.stored.create_attempted,
             applied_spec_version: self.applied_spec_version,
+            // Only an update still propagating needs its ETag.
+            update_etag: if decision.status == Status::Updating {
+                self.stored.update_etag.clone()
+            } else {
+                None
+            },
         }
     }
 }

@@ -255,7 +255,6 @@ async fn corrupt_row_does_not_hold_others() {
 }
 
 #[tokio::test]
-#[ignore = "bug: a stale read after an update settles the row as deployed while CloudFront is still InProgress"]
 async fn stale_read_after_update_not_deployed() {
     use cloudfront_lifecycle::simulator::{DeployTime, DistributionStatus, StaleReads};
     use std::time::Duration;

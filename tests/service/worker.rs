@@ -66,6 +66,7 @@ async fn dead_worker_row_finished_after_lease() {
         overdue: false,
         create_attempted: false,
         applied_spec_version: None,
+        update_etag: None,
     };
     let uuid = uuid::Uuid::parse_str(&id).unwrap();
     let written = claims::write_back(&app.pool, uuid, dead_token, &stale)
@@ -157,6 +158,7 @@ async fn delete_bumps_lease_token() {
         overdue: false,
         create_attempted: false,
         applied_spec_version: None,
+        update_etag: None,
     };
     let uuid = uuid::Uuid::parse_str(&id).unwrap();
     assert!(
