@@ -15,6 +15,7 @@
 pub mod admin;
 pub mod api;
 pub mod app;
+pub mod bench;
 pub mod cli;
 pub mod cloudfront;
 pub mod config;
