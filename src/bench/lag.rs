@@ -38,8 +38,9 @@ pub struct LagArgs {
     /// Deletions measured per schedule.
     #[arg(long, default_value_t = 500)]
     pub deletions: usize,
-    /// Deletions run first and not measured, so the adaptive schedule can learn.
-    #[arg(long, default_value_t = 100)]
+    /// Deletions run first and not measured, so the adaptive schedule can learn (it needs
+    /// 20 finished waits).
+    #[arg(long, default_value_t = 40)]
     pub warmup: usize,
     /// How many times faster than CloudFront the simulator's clock runs.
     #[arg(long, default_value_t = 20.0, value_parser = crate::config::positive_number)]
@@ -54,13 +55,13 @@ pub struct LagArgs {
     /// Seed of the simulator's deploy times.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Longest real time, in seconds, one schedule's run may take before it is reported
-    /// as unfinished.
+    /// Maximum real time, in seconds, of one schedule's run; rows left then are reported as
+    /// unfinished.
     #[arg(long, default_value_t = 900.0)]
     pub timeout_seconds: f64,
 }
 
-/// What one schedule's run measured.
+/// The measurements of one schedule's run.
 struct RunResult {
     schedule: String,
     finished: usize,
@@ -121,8 +122,8 @@ async fn run_one(args: &LagArgs, schedule: &RecheckSchedule) -> anyhow::Result<R
         max_distributions: args.deletions + args.warmup + 10,
         time_scale: scale,
     });
-    // The simulator throttles like CloudFront would; the service's own buckets are set to
-    // the same budget (mutating calls are left ample, so reads are what is measured).
+    // The simulator throttles like CloudFront would, and the service's own read bucket gets
+    // the same budget. Mutating calls are left ample, so reads are what is measured.
     if let Some(rate) = args.read_rate {
         simulator.set_rate_limits(RateLimits {
             mutating: None,
@@ -206,8 +207,8 @@ async fn run_one(args: &LagArgs, schedule: &RecheckSchedule) -> anyhow::Result<R
     })
 }
 
-/// Creates `count` enabled, deployed distributions in the simulator and a managed row for
-/// each that asks for its deletion, due now. Returns their CloudFront ids.
+/// Creates `count` enabled, deployed distributions in the simulator and, for each, a managed
+/// row with a pending deletion, due now. Returns their CloudFront ids.
 async fn insert_deletions(
     pool: &PgPool,
     simulator: &Simulator,
@@ -237,6 +238,7 @@ async fn insert_deletions(
         cloudfront_ids.push(created.id);
         references.push(reference);
     }
+
     sqlx::query!(
         r#"
         insert into distributions (id, owner, spec, status, intent, caller_reference,

@@ -18,6 +18,12 @@ const MIN_DELAY_SECONDS: f64 = 0.001;
 /// The longest recheck delay a schedule may name: a day.
 const MAX_DELAY_SECONDS: f64 = 86_400.0;
 
+/// The longest stretch before a wait was seen over that counts toward its estimated end.
+/// A wait seen over at the first check after a long delay ended somewhere in that delay,
+/// and taking the midpoint would drag the learned low quantile down by half of it with each
+/// such wait, so the end is placed at most this long before it was seen.
+pub const ESTIMATE_SPAN: Duration = ADAPTIVE_DENSE;
+
 /// Finished waits of one kind needed before their quantiles are trusted; fewer fall back to
 /// [`ADAPTIVE_FALLBACK`].
 pub const MIN_OBSERVATIONS: i64 = 20;
@@ -30,8 +36,10 @@ pub const LOW_QUANTILE: f64 = 0.03;
 pub const HIGH_QUANTILE: f64 = 0.97;
 
 /// Growth of the delay past the high quantile: each delay is this fraction of the time
-/// already spent past it, so delays grow by a factor of 1.5 from one check to the next.
-const TAIL_FRACTION: f64 = 0.5;
+/// already spent past it, so delays grow by a factor of 1.25 from one check to the next.
+/// Slow growth matters because the learned high quantile runs low while long waits are
+/// still open (they are not observations yet).
+const TAIL_FRACTION: f64 = 0.25;
 
 /// Relative jitter of adaptive delays (plus or minus 5%), so rows that started waiting
 /// together do not stay in step.
@@ -57,13 +65,13 @@ pub enum RecheckSchedule {
         max: Duration,
     },
     /// First check at the learned low quantile of this kind of wait, then every `dense`
-    /// until the learned high quantile, then delays growing by 1.5 up to `max`.
+    /// until the learned high quantile, then delays growing by 1.25 up to `max`.
     Adaptive { dense: Duration, max: Duration },
 }
 
-/// The adaptive schedule's default dense interval: checks every 12 seconds put 95% of the
-/// waits that finish inside the learned window within about 11.4 seconds of being seen.
-pub const ADAPTIVE_DENSE: Duration = Duration::from_secs(12);
+/// The adaptive schedule's default dense interval. Checks every 13 seconds see 95% of the
+/// waits that end inside the learned window within 12.4 seconds of their end.
+pub const ADAPTIVE_DENSE: Duration = Duration::from_secs(13);
 
 /// The adaptive schedule's default ceiling for the long tail.
 pub const ADAPTIVE_MAX: Duration = Duration::from_secs(60);
@@ -148,8 +156,8 @@ impl std::fmt::Display for RecheckSchedule {
     }
 }
 
-/// What a wait for Deployed is waiting for; each kind is learned apart because a disable
-/// and a configuration deploy need not take equally long.
+/// The kind of change a wait for Deployed follows. Each kind is learned apart, because a
+/// disable and a configuration deploy need not take equally long.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WaitKind {
     /// A create or an update propagating.
@@ -197,7 +205,7 @@ impl LearnedWindow {
     }
 }
 
-/// Where a row stands in its current wait, as the recheck schedule sees it.
+/// A row's position in its current wait, as the recheck schedule sees it.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct WaitProgress {
     /// Rechecks already made during the wait.
@@ -293,8 +301,8 @@ fn backoff(first: Duration, factor: f64, max: Duration, checks: u32) -> Duration
 }
 
 /// The adaptive delay for a wait `elapsed` old: up to the low quantile, then every `dense`,
-/// then past the high quantile a delay of half the time spent past it, at least `dense`
-/// and at most `max`. Jittered by plus or minus 5%.
+/// then past the high quantile a delay of a quarter of the time spent past it, at least
+/// `dense` and at most `max`. Jittered by plus or minus 5%.
 fn adaptive(
     dense: Duration,
     max: Duration,

@@ -1861,13 +1861,13 @@ fn learned_window_likely_from_low() {
 fn schedule_parses_adaptive() {
     assert_eq!(
         "adaptive".parse::<RecheckSchedule>(),
-        Ok(adaptive(12.0, 60.0))
+        Ok(adaptive(13.0, 60.0))
     );
     assert_eq!(
         "adaptive:10,90".parse::<RecheckSchedule>(),
         Ok(adaptive(10.0, 90.0))
     );
-    assert_eq!(RecheckSchedule::default(), adaptive(12.0, 60.0));
+    assert_eq!(RecheckSchedule::default(), adaptive(13.0, 60.0));
 }
 
 #[test]
@@ -1901,7 +1901,7 @@ fn schedule_displays_adaptive() {
 
         assert_eq!(parsed.to_string(), text);
     }
-    assert_eq!(RecheckSchedule::default().to_string(), "adaptive:12,60");
+    assert_eq!(RecheckSchedule::default().to_string(), "adaptive:13,60");
 }
 
 // ---------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::WorkerContext;
 use super::pacing::{Admission, Pacing};
 use crate::cloudfront::Remote;
-use crate::lifecycle::schedule::{LearnedWindow, WaitKind, WaitProgress};
+use crate::lifecycle::schedule::{ESTIMATE_SPAN, LearnedWindow, WaitKind, WaitProgress};
 use crate::lifecycle::{
     self, Action, CallError, Decision, ErrorClass, Failures, Intent, Observed, Status, Stored, Wait,
 };
@@ -241,8 +241,9 @@ pub async fn check(context: &WorkerContext, claimed: Claimed) -> Result<Outcome,
 /// Records how long a wait took when the first read of a check finds it over: a row that
 /// waited for a deploy now reads Deployed, or one that waited for its disable reads Deployed
 /// and disabled. The wait ended between the previous check (the row's last write-back) and
-/// this claim, so the midpoint is recorded. A failure is logged and otherwise ignored,
-/// because the observation only tunes the schedule.
+/// this claim. The midpoint is recorded, but no earlier than [`ESTIMATE_SPAN`] before the
+/// claim. A failure is logged and otherwise ignored, because the observation only tunes the
+/// schedule.
 ///
 /// NOTE: `updated_at` also moves when a user changes the row during the wait, which makes
 /// that one observation look shorter than it was.
@@ -264,7 +265,9 @@ async fn record_finished_wait(
     }
     let last_in_progress = row.updated_at.max(since);
     let midpoint = last_in_progress + (claimed_at - last_in_progress) / 2;
-    let seconds = (midpoint - since).as_seconds_f64();
+    let span = ESTIMATE_SPAN.div_f64(context.settings.scale());
+    let latest_start = claimed_at - chrono::Duration::from_std(span).unwrap_or_default();
+    let seconds = (midpoint.max(latest_start) - since).as_seconds_f64();
     if let Err(error) = crate::store::waits::record(&context.pool, kind, seconds).await {
         warn!(distribution.id = %row.id, %error, "recording how long the wait took failed");
     }

@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod adaptive;
 mod api_contract;
 mod auth;
 mod bad_input;
