@@ -1727,17 +1727,21 @@ fn adaptive_grows_geometrically_after_window() {
 
     assert_close(delay_at(400.0), seconds(12.0), "at the high quantile");
     assert_close(
-        delay_at(424.0),
+        delay_at(448.0),
         seconds(12.0),
-        "dense until twice dense past it",
+        "dense until four times dense past it",
     );
-    assert_close(delay_at(440.0), seconds(20.0), "half of the time past it");
     assert_close(
-        delay_at(460.0),
-        seconds(30.0),
-        "1.5 times the previous delay",
+        delay_at(480.0),
+        seconds(20.0),
+        "a quarter of the time past it",
     );
-    assert_close(delay_at(520.0), seconds(60.0), "reaches max");
+    assert_close(
+        delay_at(500.0),
+        seconds(25.0),
+        "1.25 times the previous delay",
+    );
+    assert_close(delay_at(640.0), seconds(60.0), "reaches max");
     assert_close(delay_at(5000.0), seconds(60.0), "capped at max");
     assert_close(delay_at(86_400.0 * 10.0), seconds(60.0), "ten days in");
 

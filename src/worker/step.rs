@@ -32,6 +32,7 @@ pub enum Outcome {
 
 /// Runs one check of a claimed row.
 pub async fn check(context: &WorkerContext, claimed: Claimed) -> Result<Outcome, StoreError> {
+    let check_started = std::time::Instant::now();
     let row = claimed.row;
     let id = row.id;
     let lease_token = row.lease_token;
@@ -116,7 +117,11 @@ pub async fn check(context: &WorkerContext, claimed: Claimed) -> Result<Outcome,
                 if calls == 1
                     && let Ok(remote) = &result
                 {
-                    record_finished_wait(context, &row, claimed.claimed_at, &remote.snapshot).await;
+                    // The read's answer is when the wait was seen over: the claim's database
+                    // time plus the time this check has taken since.
+                    let seen_at = claimed.claimed_at
+                        + chrono::Duration::from_std(check_started.elapsed()).unwrap_or_default();
+                    record_finished_wait(context, &row, seen_at, &remote.snapshot).await;
                 }
                 Observed::Read(remember(&mut state, &mut last_read, result))
             }
@@ -241,16 +246,16 @@ pub async fn check(context: &WorkerContext, claimed: Claimed) -> Result<Outcome,
 /// Records how long a wait took when the first read of a check finds it over: a row that
 /// waited for a deploy now reads Deployed, or one that waited for its disable reads Deployed
 /// and disabled. The wait ended between the previous check (the row's last write-back) and
-/// this claim. The midpoint is recorded, but no earlier than [`ESTIMATE_SPAN`] before the
-/// claim. A failure is logged and otherwise ignored, because the observation only tunes the
-/// schedule.
+/// `seen_at`. The midpoint is recorded, but no earlier than [`ESTIMATE_SPAN`] before
+/// `seen_at`. A failure is logged and otherwise ignored, because the observation only tunes
+/// the schedule.
 ///
 /// NOTE: `updated_at` also moves when a user changes the row during the wait, which makes
 /// that one observation look shorter than it was.
 async fn record_finished_wait(
     context: &WorkerContext,
     row: &Distribution,
-    claimed_at: chrono::DateTime<chrono::Utc>,
+    seen_at: chrono::DateTime<chrono::Utc>,
     snapshot: &lifecycle::Snapshot,
 ) {
     let Some(kind) = super::learned::wait_kind(row.status) else {
@@ -264,9 +269,9 @@ async fn record_finished_wait(
         return;
     }
     let last_in_progress = row.updated_at.max(since);
-    let midpoint = last_in_progress + (claimed_at - last_in_progress) / 2;
+    let midpoint = last_in_progress + (seen_at - last_in_progress) / 2;
     let span = ESTIMATE_SPAN.div_f64(context.settings.scale());
-    let latest_start = claimed_at - chrono::Duration::from_std(span).unwrap_or_default();
+    let latest_start = seen_at - chrono::Duration::from_std(span).unwrap_or_default();
     let seconds = (midpoint.max(latest_start) - since).as_seconds_f64();
     if let Err(error) = crate::store::waits::record(&context.pool, kind, seconds).await {
         warn!(distribution.id = %row.id, %error, "recording how long the wait took failed");
