@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Idle cost and footprint of one replica (the release binary running `serve` with the
 # embedded simulator and nothing due): SQL statements per minute from pg_stat_statements,
-# resident memory, and the time from process start to /readyz answering 200 on a migrated
+# resident memory, and the time from process start to the first 200 from /readyz on a migrated
 # database.
 #
 # Usage: bench/idle.sh [WINDOW_SECONDS] [STARTS]

@@ -25,10 +25,10 @@ pub enum DeployTime {
         max: Duration,
         seed: u64,
     },
-    /// A mix resembling CloudFront's own deploys, reproducible from `seed`: 92% of changes
-    /// log-normal around 3 min 20 s (about 95% of them between 1.9 and 6 minutes), the rest
-    /// a slow tail log-normal around 12 minutes, reaching 38 minutes at two standard
-    /// deviations and more beyond.
+    /// A mix resembling CloudFront's own deploys, reproducible from `seed`. 92% of changes
+    /// are log-normal around 3 min 20 s, about 95% of them between 1.9 and 6 minutes. The
+    /// rest form a slow tail log-normal around 12 minutes, which reaches 38 minutes at two
+    /// standard deviations and more beyond.
     ///
     /// NOTE: the shape is an estimate from CloudFront's documented "a few minutes" and
     /// reports of deploys taking up to an hour, not a measured distribution.

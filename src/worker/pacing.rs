@@ -21,8 +21,8 @@ use crate::store::{Distribution, StoreError};
 /// Time kept after a call for the fenced write-back.
 pub const WRITE_BACK_MARGIN: Duration = Duration::from_secs(1);
 
-/// Rechecks counted as early in a wait for Deployed, when no learned window says otherwise;
-/// early reads yield to other calls when tokens are scarce (see [`Pacing::admit`]).
+/// Rechecks counted as early in a wait for Deployed when there is no learned window. Early
+/// reads yield to other calls when tokens are scarce (see [`Pacing::admit`]).
 pub const EARLY_RECHECKS: i32 = 3;
 
 /// Returns how long the claim loop lets one check run before abandoning it: well inside
@@ -47,8 +47,8 @@ pub struct Pacing {
 }
 
 impl Pacing {
-    /// Starts the budget of a check claimed now. `early_in_wait` says the row's wait is
-    /// still young enough that completion is unlikely.
+    /// Starts the budget of a check claimed now. `early_in_wait` marks a row whose wait
+    /// is still too young for completion to be likely.
     pub fn start(context: &WorkerContext, early_in_wait: bool) -> Self {
         let budget = check_timeout(context.settings.lease);
         Pacing {

@@ -117,8 +117,8 @@ pub async fn check(context: &WorkerContext, claimed: Claimed) -> Result<Outcome,
                 if calls == 1
                     && let Ok(remote) = &result
                 {
-                    // The read's answer is when the wait was seen over: the claim's database
-                    // time plus the time this check has taken since.
+                    // The wait was seen over when the read returned: the claim's database time
+                    // plus the time this check has taken since.
                     let seen_at = claimed.claimed_at
                         + chrono::Duration::from_std(check_started.elapsed()).unwrap_or_default();
                     record_finished_wait(context, &row, seen_at, &remote.snapshot).await;

@@ -16,8 +16,8 @@ const DEPLOY: Duration = Duration::from_millis(300);
 /// of each kind it needs before it trusts them.
 const TEACHING_ROUNDS: usize = 24;
 
-/// The schedule runs 100 times faster than its settings say, so its 30 s cache of learned
-/// windows lasts 0.3 s and the 12 s dense interval is 0.12 s.
+/// The schedule runs 100 times faster than its settings, so its 30 s cache of learned
+/// windows lasts 0.3 s and its 13 s dense interval is 0.13 s.
 const TIME_SCALE: f64 = 100.0;
 
 fn adaptive_options() -> TestOptions {
