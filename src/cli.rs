@@ -45,6 +45,9 @@ pub enum Command {
     Openapi,
     /// Inspect and nudge distributions directly in the database, for operators.
     Admin(crate::admin::AdminArgs),
+    /// Run a benchmark against a local simulator and Postgres and print its table.
+    #[command(hide = true)]
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -104,6 +107,14 @@ pub struct SimulatorArgs {
     /// Seconds each change stays InProgress before Deployed.
     #[arg(long, env = "SIMULATOR_DEPLOY_SECONDS", default_value_t = 5.0)]
     pub deploy_seconds: f64,
+    /// Draw deploy times from a field-like mix (mostly 2 to 6 minutes, a tail past 40)
+    /// seeded with this number, instead of --deploy-seconds.
+    #[arg(long, env = "SIMULATOR_FIELD_DEPLOY_SEED")]
+    pub field_deploy_seed: Option<u64>,
+    /// For benchmarks: how many times faster than CloudFront the simulator's clock runs.
+    /// Deploy times are divided by it and rate limits multiplied by it.
+    #[arg(long, env = "SIMULATOR_TIME_SCALE", default_value_t = 1.0, value_parser = crate::config::positive_number)]
+    pub time_scale: f64,
 }
 
 #[derive(Args, Debug)]
@@ -170,6 +181,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Simulator(args) => run_simulator(args).await,
+        Command::Bench(args) => crate::bench::run(args).await,
         Command::Token(args) => {
             let token = crate::api::auth::issue_token(
                 args.auth_jwt_secret.expose().as_bytes(),
@@ -234,15 +246,20 @@ async fn run_service(settings: ServiceSettings, bind: Option<SocketAddr>) -> any
 }
 
 async fn run_simulator(args: SimulatorArgs) -> anyhow::Result<()> {
+    let deploy_time = match args.field_deploy_seed {
+        Some(seed) => DeployTime::Field { seed },
+        None => DeployTime::Fixed(seconds(args.deploy_seconds)),
+    };
     let simulator = Simulator::new(SimulatorSettings {
-        deploy_time: DeployTime::Fixed(seconds(args.deploy_seconds)),
+        deploy_time,
+        time_scale: args.time_scale,
         ..SimulatorSettings::default()
     });
     let listener = TcpListener::bind(args.bind)
         .await
         .with_context(|| format!("cannot listen on {} (--bind)", args.bind))?;
     let server = simulator.spawn(listener).await?;
-    tracing::warn!(endpoint = %server.endpoint(), deploy_seconds = args.deploy_seconds, "CloudFront simulator listening; it keeps state in memory and is not AWS");
+    tracing::warn!(endpoint = %server.endpoint(), deploy_seconds = args.deploy_seconds, time_scale = args.time_scale, "CloudFront simulator listening; it keeps state in memory and is not AWS");
     let stop = tokio_util::sync::CancellationToken::new();
     app::cancel_on_signal(stop.clone());
     stop.cancelled().await;

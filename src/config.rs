@@ -238,10 +238,16 @@ pub struct WorkerArgs {
     #[arg(long, env = "WORKER_SAFETY_INTERVAL_SECONDS", default_value_t = 60.0)]
     pub worker_safety_interval_seconds: f64,
 
-    /// When a row waiting for Deployed is checked again: fixed:SECONDS, or
-    /// backoff:FIRST,FACTOR,MAX (seconds, growth factor, seconds).
-    #[arg(long, env = "RECHECK_SCHEDULE", default_value = "backoff:1,1.5,20")]
+    /// When a row waiting for Deployed is checked again: adaptive (learned from finished
+    /// waits), adaptive:DENSE,MAX (seconds), fixed:SECONDS, or backoff:FIRST,FACTOR,MAX
+    /// (seconds, growth factor, seconds).
+    #[arg(long, env = "RECHECK_SCHEDULE", default_value = "adaptive")]
     pub recheck_schedule: RecheckSchedule,
+
+    /// For benchmarks only: divides every recheck, retry and confirm delay by this factor,
+    /// to match a simulator whose clock runs that much faster. Keep 1 against CloudFront.
+    #[arg(long, env = "TIME_SCALE", default_value_t = 1.0, value_parser = positive_number)]
+    pub time_scale: f64,
 
     /// Failed attempts (throttling excluded) before a row is marked failed.
     #[arg(long, env = "MAX_FAILED_ATTEMPTS", default_value_t = 25)]
@@ -338,6 +344,7 @@ impl WorkerArgs {
             },
             retention: seconds(self.retention_seconds),
             purge_interval: seconds(self.purge_interval_seconds).max(Duration::from_secs(1)),
+            time_scale: self.time_scale,
         }
     }
 }
@@ -413,5 +420,15 @@ pub fn seconds(value: f64) -> Duration {
         Duration::from_secs_f64(value)
     } else {
         Duration::ZERO
+    }
+}
+
+/// Parses a finite number greater than zero, such as a time scale.
+pub fn positive_number(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(value) if value.is_finite() && value > 0.0 => Ok(value),
+        _ => Err(format!(
+            "invalid value {text:?}: expected a number greater than zero, such as 1 or 60"
+        )),
     }
 }

@@ -17,6 +17,7 @@ pub mod admin;
 pub mod adopt;
 pub mod api;
 pub mod app;
+pub mod bench;
 pub mod cli;
 pub mod cloudfront;
 pub mod config;

@@ -1635,6 +1635,281 @@ fn schedule_display_round_trips() {
     assert_eq!(default.to_string().parse::<RecheckSchedule>(), Ok(default));
 }
 
+fn adaptive(dense: f64, max: f64) -> RecheckSchedule {
+    RecheckSchedule::Adaptive {
+        dense: seconds(dense),
+        max: seconds(max),
+    }
+}
+
+fn window(low: f64, high: f64) -> schedule::LearnedWindow {
+    schedule::LearnedWindow {
+        low: seconds(low),
+        high: seconds(high),
+    }
+}
+
+/// The adaptive delay with jitter 0.5, which leaves the planned delay unchanged.
+fn adaptive_delay_at(
+    schedule: &RecheckSchedule,
+    learned: Option<schedule::LearnedWindow>,
+    elapsed: f64,
+    checks: u32,
+) -> Duration {
+    let progress = schedule::WaitProgress {
+        checks,
+        elapsed: seconds(elapsed),
+        window: learned,
+    };
+    schedule::delay_in_wait(
+        Wait::Deploy,
+        schedule,
+        &Delays::default(),
+        &progress,
+        0,
+        0.5,
+    )
+}
+
+#[test]
+fn adaptive_without_window_falls_back() {
+    let schedule = adaptive(12.0, 60.0);
+    let fallback = schedule::ADAPTIVE_FALLBACK;
+
+    for checks in [0, 1, 2, 5, 10, 100] {
+        let adaptive = adaptive_delay_at(&schedule, None, 100.0, checks);
+        let expected = schedule::delay(Wait::Deploy, &fallback, &Delays::default(), checks, 0, 0.5);
+        assert_eq!(adaptive, expected, "checks {checks}");
+    }
+    assert_close(
+        adaptive_delay_at(&schedule, None, 0.0, 0),
+        seconds(1.0),
+        "first check",
+    );
+}
+
+#[test]
+fn adaptive_first_check_at_low_quantile() {
+    let schedule = adaptive(12.0, 60.0);
+    let learned = Some(window(120.0, 400.0));
+
+    assert_close(
+        adaptive_delay_at(&schedule, learned, 0.0, 0),
+        seconds(120.0),
+        "from the start",
+    );
+    assert_close(
+        adaptive_delay_at(&schedule, learned, 30.0, 1),
+        seconds(90.0),
+        "30 s in",
+    );
+    assert_close(
+        adaptive_delay_at(&schedule, learned, 119.5, 1),
+        seconds(0.5),
+        "just before low",
+    );
+}
+
+#[test]
+fn adaptive_dense_inside_window() {
+    let schedule = adaptive(12.0, 60.0);
+    let learned = Some(window(120.0, 400.0));
+
+    for elapsed in [120.0, 121.0, 200.0, 300.0, 399.9] {
+        let delay = adaptive_delay_at(&schedule, learned, elapsed, 5);
+        assert_close(delay, seconds(12.0), &format!("elapsed {elapsed}"));
+    }
+}
+
+#[test]
+fn adaptive_grows_geometrically_after_window() {
+    let schedule = adaptive(12.0, 60.0);
+    let learned = Some(window(120.0, 400.0));
+    let delay_at = |elapsed| adaptive_delay_at(&schedule, learned, elapsed, 20);
+
+    assert_close(delay_at(400.0), seconds(12.0), "at the high quantile");
+    assert_close(
+        delay_at(448.0),
+        seconds(12.0),
+        "dense until four times dense past it",
+    );
+    assert_close(
+        delay_at(480.0),
+        seconds(20.0),
+        "a quarter of the time past it",
+    );
+    assert_close(
+        delay_at(500.0),
+        seconds(25.0),
+        "1.25 times the previous delay",
+    );
+    assert_close(delay_at(640.0), seconds(60.0), "reaches max");
+    assert_close(delay_at(5000.0), seconds(60.0), "capped at max");
+    assert_close(delay_at(86_400.0 * 10.0), seconds(60.0), "ten days in");
+
+    let mut elapsed = 400.0;
+    let mut previous = Duration::ZERO;
+    for _ in 0..50 {
+        let delay = delay_at(elapsed);
+        assert!(delay >= previous, "delay shrank at {elapsed} s");
+        assert!(delay <= seconds(60.0), "delay above max at {elapsed} s");
+        previous = delay;
+        elapsed += delay.as_secs_f64();
+    }
+}
+
+#[test]
+fn adaptive_dense_above_max_uses_max() {
+    let schedule = RecheckSchedule::Adaptive {
+        dense: seconds(90.0),
+        max: seconds(30.0),
+    };
+    let learned = Some(window(10.0, 100.0));
+
+    assert_close(
+        adaptive_delay_at(&schedule, learned, 50.0, 3),
+        seconds(30.0),
+        "inside",
+    );
+    assert_close(
+        adaptive_delay_at(&schedule, learned, 500.0, 3),
+        seconds(30.0),
+        "after",
+    );
+}
+
+#[test]
+fn adaptive_jitter_within_five_percent() {
+    let schedule = adaptive(12.0, 60.0);
+    let learned = Some(window(120.0, 400.0));
+    let delays = Delays::default();
+
+    for (elapsed, planned) in [(0.0, 120.0), (200.0, 12.0), (1000.0, 60.0)] {
+        for jitter in [-1.0, 0.0, 0.25, 0.5, JITTER_NEAR_ONE, 2.0] {
+            let progress = schedule::WaitProgress {
+                checks: 3,
+                elapsed: seconds(elapsed),
+                window: learned,
+            };
+            let delay =
+                schedule::delay_in_wait(Wait::Deploy, &schedule, &delays, &progress, 0, jitter);
+            let context = format!("elapsed {elapsed}, jitter {jitter}");
+            assert!(
+                delay >= seconds(planned * 0.95 - 1e-9),
+                "{context}: {delay:?} too short"
+            );
+            assert!(
+                delay <= seconds(planned * 1.05 + 1e-9),
+                "{context}: {delay:?} too long"
+            );
+        }
+    }
+}
+
+#[test]
+fn adaptive_leaves_other_waits_alone() {
+    let schedule = adaptive(12.0, 60.0);
+    let delays = Delays::default();
+    let progress = schedule::WaitProgress {
+        checks: 2,
+        elapsed: seconds(300.0),
+        window: Some(window(120.0, 400.0)),
+    };
+
+    let confirm = schedule::delay_in_wait(Wait::Confirm, &schedule, &delays, &progress, 0, 0.5);
+    let backoff = schedule::delay_in_wait(Wait::Backoff, &schedule, &delays, &progress, 2, 0.0);
+
+    assert_eq!(confirm, delays.confirm);
+    assert_close(backoff, seconds(2.0), "second failure at half");
+}
+
+#[test]
+fn learned_window_needs_enough_observations() {
+    let min = schedule::MIN_OBSERVATIONS;
+
+    assert_eq!(
+        schedule::LearnedWindow::from_quantiles(min - 1, 100.0, 300.0),
+        None
+    );
+    assert_eq!(
+        schedule::LearnedWindow::from_quantiles(0, 100.0, 300.0),
+        None
+    );
+    assert_eq!(
+        schedule::LearnedWindow::from_quantiles(min, 100.0, 300.0),
+        Some(window(100.0, 300.0))
+    );
+}
+
+#[test]
+fn learned_window_rejects_unusable_values() {
+    for (low, high) in [(f64::NAN, 300.0), (100.0, f64::INFINITY), (-1.0, 300.0)] {
+        let learned = schedule::LearnedWindow::from_quantiles(100, low, high);
+        assert_eq!(learned, None, "low {low}, high {high}");
+    }
+    assert_eq!(
+        schedule::LearnedWindow::from_quantiles(100, 300.0, 100.0),
+        Some(window(300.0, 300.0)),
+        "high below low is raised to low"
+    );
+}
+
+#[test]
+fn learned_window_likely_from_low() {
+    let learned = window(120.0, 400.0);
+
+    assert!(!learned.is_likely_done(seconds(119.0)));
+    assert!(learned.is_likely_done(seconds(120.0)));
+    assert!(learned.is_likely_done(seconds(1000.0)));
+}
+
+#[test]
+fn schedule_parses_adaptive() {
+    assert_eq!(
+        "adaptive".parse::<RecheckSchedule>(),
+        Ok(adaptive(13.0, 60.0))
+    );
+    assert_eq!(
+        "adaptive:10,90".parse::<RecheckSchedule>(),
+        Ok(adaptive(10.0, 90.0))
+    );
+    assert_eq!(RecheckSchedule::default(), adaptive(13.0, 60.0));
+}
+
+#[test]
+fn schedule_rejects_invalid_adaptive() {
+    for text in [
+        "adaptive:",
+        "adaptive:12",
+        "adaptive:60,12",
+        "adaptive:0,60",
+        "adaptive:12,1e20",
+        "adaptive:12,60,5",
+        "adaptive:abc,60",
+        "adaptives",
+    ] {
+        let error = text.parse::<RecheckSchedule>().expect_err(text);
+        assert!(
+            error.contains("invalid recheck schedule"),
+            "{text}: {error:?}"
+        );
+        assert!(
+            error.contains(text),
+            "{text}: {error:?} does not name the value"
+        );
+    }
+}
+
+#[test]
+fn schedule_displays_adaptive() {
+    for text in ["adaptive:12,60", "adaptive:0.5,30"] {
+        let parsed: RecheckSchedule = text.parse().expect(text);
+
+        assert_eq!(parsed.to_string(), text);
+    }
+    assert_eq!(RecheckSchedule::default().to_string(), "adaptive:13,60");
+}
+
 // ---------------------------------------------------------------------------------------
 // Status and intent
 // ---------------------------------------------------------------------------------------

@@ -27,6 +27,9 @@ pub struct CallRecord {
     /// `Status` of the addressed distribution when the call arrived, before any change.
     pub status: Option<DistributionStatus>,
     pub response_lost: Option<LostResponseMode>,
+    /// For a create or update that changed the distribution, when that change turns
+    /// Deployed (real time), so a client's detection lag can be measured.
+    pub deployed_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Default)]

@@ -105,6 +105,20 @@ pub(super) async fn serve(
         }) => Some(id.clone()),
         _ => distribution_id.clone(),
     };
+    let changes_config = matches!(
+        operation,
+        Operation::CreateDistribution
+            | Operation::CreateDistributionWithTags
+            | Operation::UpdateDistribution
+    );
+    let deployed_at = match (&outcome, &logged_id) {
+        (Ok(_), Some(id)) if changes_config => inner
+            .store
+            .distributions
+            .get(id)
+            .map(|distribution| distribution.current.deployed_at),
+        _ => None,
+    };
     tracing::debug!(?operation, id = ?logged_id, http_status, ?error_code, ?lost, "CloudFront call");
     inner.calls.record(CallRecord {
         sequence: 0,
@@ -117,6 +131,7 @@ pub(super) async fn serve(
         enabled: observed.map(|(enabled, _)| enabled),
         status: observed.map(|(_, status)| status),
         response_lost: lost,
+        deployed_at,
     });
     drop(inner);
 

@@ -55,6 +55,22 @@ pub struct SimulatorSettings {
     pub seed: u64,
     /// Account quota; creates beyond it get 400 TooManyDistributions.
     pub max_distributions: usize,
+    /// How many times faster than CloudFront's clock the simulator runs, for benchmarks:
+    /// deploy times are divided by it and rate limits multiplied by it, while the call log
+    /// keeps real times (so a lag in CloudFront time is the real lag times the scale).
+    /// Values that are not a positive number count as 1.
+    pub time_scale: f64,
+}
+
+impl SimulatorSettings {
+    /// Returns the time scale, treating a value that is not a positive number as 1.
+    pub fn scale(&self) -> f64 {
+        if self.time_scale.is_finite() && self.time_scale > 0.0 {
+            self.time_scale
+        } else {
+            1.0
+        }
+    }
 }
 
 impl Default for SimulatorSettings {
@@ -64,6 +80,7 @@ impl Default for SimulatorSettings {
             seed: 0,
             // CloudFront's default quota of distributions per account; older accounts had 200.
             max_distributions: 500,
+            time_scale: 1.0,
         }
     }
 }
@@ -99,6 +116,7 @@ impl Inner {
                 settings.deploy_time.clone(),
                 settings.seed,
                 settings.max_distributions,
+                settings.scale(),
             ),
             faults: Faults::default(),
             calls: CallLog::default(),
@@ -226,9 +244,20 @@ impl Simulator {
         self.lock().faults.serve_stale_reads(stale);
     }
 
-    /// Replaces both rate limits; buckets start full.
+    /// Replaces both rate limits, given in CloudFront time; buckets start full.
     pub fn set_rate_limits(&self, limits: RateLimits) {
-        self.lock().faults.set_rate_limits(limits);
+        let mut inner = self.lock();
+        let scale = inner.settings.scale();
+        let scaled = |limit: Option<RateLimit>| {
+            limit.map(|limit| RateLimit {
+                rate_per_second: limit.rate_per_second * scale,
+                ..limit
+            })
+        };
+        inner.faults.set_rate_limits(RateLimits {
+            mutating: scaled(limits.mutating),
+            read: scaled(limits.read),
+        });
     }
 
     /// Disarms every fault: errors, lost responses, latency, stale reads, rate limits.

@@ -91,15 +91,18 @@ pub struct Store {
     pub distributions: BTreeMap<String, Distribution>,
     pub deploy: DeploySampler,
     pub max_distributions: usize,
+    /// Deploy times are drawn in CloudFront time and divided by this factor.
+    pub time_scale: f64,
     rng: StdRng,
 }
 
 impl Store {
-    pub fn new(deploy: DeployTime, seed: u64, max_distributions: usize) -> Self {
+    pub fn new(deploy: DeployTime, seed: u64, max_distributions: usize, time_scale: f64) -> Self {
         Self {
             distributions: BTreeMap::new(),
             deploy: DeploySampler::new(deploy),
             max_distributions,
+            time_scale,
             rng: StdRng::seed_from_u64(seed),
         }
     }
@@ -124,16 +127,17 @@ impl Store {
         }
     }
 
-    /// Draws the deploy time of the next change to `id`.
+    /// Draws the deploy time of the next change to `id`, in real time.
     fn deploy_time_for(&mut self, id: &str) -> Duration {
-        match self
+        let drawn = match self
             .distributions
             .get_mut(id)
             .and_then(|d| d.deploy.as_mut())
         {
             Some(sampler) => sampler.sample(),
             None => self.deploy.sample(),
-        }
+        };
+        drawn.div_f64(self.time_scale)
     }
 
     pub fn get(&self, id: &str) -> Result<&Distribution, ApiError> {
@@ -204,7 +208,8 @@ impl Store {
             id = self.random_token();
         }
         let last_modified = now - chrono::Duration::from_std(age).unwrap_or_default();
-        let deployed_at = add_duration(last_modified, self.deploy.sample());
+        let deploy_time = self.deploy.sample().div_f64(self.time_scale);
+        let deployed_at = add_duration(last_modified, deploy_time);
         let current = Version {
             config,
             etag: self.new_etag(None),

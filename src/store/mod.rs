@@ -11,6 +11,7 @@ pub mod notify;
 pub mod rate_limit;
 pub mod retention;
 pub mod stats;
+pub mod waits;
 pub mod webhooks;
 
 pub use distributions::{Distribution, ListFilter};

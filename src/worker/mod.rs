@@ -1,6 +1,7 @@
 //! The claim loop: claim due rows up to the free slots, check each in its own task, and
 //! sleep until the next row is due or the API announces new work.
 
+pub mod learned;
 pub mod observe;
 pub mod pacing;
 pub mod step;
@@ -45,6 +46,20 @@ pub struct WorkerSettings {
     pub retention: Duration,
     /// How often this replica tries to purge; only one replica purges at a time.
     pub purge_interval: Duration,
+    /// Divides every recheck, retry and confirm delay, for benchmarks against a simulator
+    /// whose clock runs this many times faster. 1 in production.
+    pub time_scale: f64,
+}
+
+impl WorkerSettings {
+    /// Returns the time scale, treating a value that is not a positive number as 1.
+    pub fn scale(&self) -> f64 {
+        if self.time_scale.is_finite() && self.time_scale > 0.0 {
+            self.time_scale
+        } else {
+            1.0
+        }
+    }
 }
 
 impl Default for WorkerSettings {
@@ -61,6 +76,7 @@ impl Default for WorkerSettings {
             rate_limits: RateLimitSettings::default(),
             retention: Duration::from_secs(7 * 24 * 3600),
             purge_interval: Duration::from_secs(300),
+            time_scale: 1.0,
         }
     }
 }
@@ -70,6 +86,8 @@ pub struct WorkerContext {
     pub pool: PgPool,
     pub cloudfront: CloudFront,
     pub settings: WorkerSettings,
+    /// What the adaptive schedule has learned about how long waits take.
+    pub learned: learned::LearnedCache,
 }
 
 /// How long a notification is left to gather others before the loop claims, so a burst
@@ -92,6 +110,7 @@ impl Worker {
                 pool,
                 cloudfront,
                 settings,
+                learned: learned::LearnedCache::default(),
             }),
         }
     }

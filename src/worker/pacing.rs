@@ -21,8 +21,8 @@ use crate::store::{Distribution, StoreError};
 /// Time kept after a call for the fenced write-back.
 pub const WRITE_BACK_MARGIN: Duration = Duration::from_secs(1);
 
-/// Rechecks made early in a wait for Deployed that yield to other calls when tokens are
-/// scarce (see [`Pacing::admit`]).
+/// Rechecks counted as early in a wait for Deployed when there is no learned window. Early
+/// reads yield to other calls when tokens are scarce (see [`Pacing::admit`]).
 pub const EARLY_RECHECKS: i32 = 3;
 
 /// Returns how long the claim loop lets one check run before abandoning it: well inside
@@ -43,25 +43,29 @@ pub struct Pacing {
     deadline: Instant,
     budget: Duration,
     call_timeout: Duration,
+    early_in_wait: bool,
 }
 
 impl Pacing {
-    /// Starts the budget of a check claimed now.
-    pub fn start(context: &WorkerContext) -> Self {
+    /// Starts the budget of a check claimed now. `early_in_wait` marks a row whose wait
+    /// is still too young for completion to be likely.
+    pub fn start(context: &WorkerContext, early_in_wait: bool) -> Self {
         let budget = check_timeout(context.settings.lease);
         Pacing {
             deadline: Instant::now() + budget,
             budget,
             call_timeout: context.cloudfront.call_timeout(),
+            early_in_wait,
         }
     }
 
     /// Waits for a token for the call `action` makes, if the budget allows.
     ///
-    /// Priority when tokens are scarce: a read of a row early in its wait for Deployed (fewer
-    /// than [`EARLY_RECHECKS`] rechecks so far) takes a token only if one is ready at once.
-    /// Every other call may queue for a token up to the configured maximum wait, so mutating
-    /// calls and rows that have waited longer go first.
+    /// Priority when tokens are scarce: a read of a row early in its wait for Deployed takes
+    /// a token only if one is ready at once. Early means younger than the learned low
+    /// quantile of its kind of wait under the adaptive schedule, and otherwise fewer than
+    /// [`EARLY_RECHECKS`] rechecks so far. Every other call may queue for a token up to the
+    /// configured maximum wait, so mutating calls and rows likely to have finished go first.
     pub async fn admit(
         &self,
         context: &WorkerContext,
@@ -82,7 +86,7 @@ impl Pacing {
 
         let early_read = *action == Action::Read
             && matches!(status, Status::Deploying | Status::Disabling)
-            && row.checks < EARLY_RECHECKS;
+            && self.early_in_wait;
         let max_wait = if early_read {
             Duration::ZERO
         } else {

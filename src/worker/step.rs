@@ -9,6 +9,7 @@ use uuid::Uuid;
 use super::WorkerContext;
 use super::pacing::{Admission, Pacing};
 use crate::cloudfront::Remote;
+use crate::lifecycle::schedule::{ESTIMATE_SPAN, LearnedWindow, WaitKind, WaitProgress};
 use crate::lifecycle::{
     self, Action, CallError, Decision, ErrorClass, Failures, Intent, Observed, Status, Stored, Wait,
 };
@@ -31,6 +32,7 @@ pub enum Outcome {
 
 /// Runs one check of a claimed row.
 pub async fn check(context: &WorkerContext, claimed: Claimed) -> Result<Outcome, StoreError> {
+    let check_started = std::time::Instant::now();
     let row = claimed.row;
     let id = row.id;
     let lease_token = row.lease_token;
@@ -39,7 +41,19 @@ pub async fn check(context: &WorkerContext, claimed: Claimed) -> Result<Outcome,
     let mut observed = Observed::Nothing;
     let mut last_read: Option<Remote> = None;
     let mut calls = 0;
-    let pacing = Pacing::start(context);
+    let waiting = super::learned::wait_kind(row.status).is_some();
+    let elapsed = super::learned::elapsed_in_wait(&row, claimed.claimed_at);
+    let window = if waiting {
+        super::learned::window_for(context, row.status).await
+    } else {
+        None
+    };
+    // Without a learned window, the first few rechecks of a wait count as early.
+    let early_in_wait = match window {
+        Some(window) => !window.is_likely_done(elapsed),
+        None => row.checks < super::pacing::EARLY_RECHECKS,
+    };
+    let pacing = Pacing::start(context, early_in_wait);
     let mut deferred_for = None;
 
     let final_decision = loop {
@@ -100,6 +114,15 @@ pub async fn check(context: &WorkerContext, claimed: Claimed) -> Result<Outcome,
                     .expect("Read needs a CloudFront id");
                 let result = context.cloudfront.get(&cloudfront_id).await;
                 count_call(context, "GetDistribution", &result);
+                if calls == 1
+                    && let Ok(remote) = &result
+                {
+                    // The wait was seen over when the read returned: the claim's database time
+                    // plus the time this check has taken since.
+                    let seen_at = claimed.claimed_at
+                        + chrono::Duration::from_std(check_started.elapsed()).unwrap_or_default();
+                    record_finished_wait(context, &row, seen_at, &remote.snapshot).await;
+                }
                 Observed::Read(remember(&mut state, &mut last_read, result))
             }
             Action::Create => {
@@ -186,7 +209,20 @@ pub async fn check(context: &WorkerContext, claimed: Claimed) -> Result<Outcome,
         pacing.after_call(context, id, &observed).await;
     };
 
-    let mut update = state.write_back(&final_decision, &row, claimed.claimed_at, context);
+    // The status the row waits in after this check decides which learned window applies.
+    let next_window = match final_decision.action {
+        Action::Recheck(Wait::Deploy) => {
+            super::learned::window_for(context, final_decision.status).await
+        }
+        _ => None,
+    };
+    let mut update = state.write_back(
+        &final_decision,
+        &row,
+        claimed.claimed_at,
+        next_window,
+        context,
+    );
     if let Some(delay) = deferred_for {
         update.next_check_in = Some(delay.as_secs_f64());
     }
@@ -198,6 +234,41 @@ pub async fn check(context: &WorkerContext, claimed: Claimed) -> Result<Outcome,
     }
     super::observe::record_write_back(&row, &update, claimed.claimed_at);
     Ok(Outcome::Written)
+}
+
+/// Records how long a wait took when the first read of a check finds it over: a row that
+/// waited for a deploy now reads Deployed, or one that waited for its disable reads Deployed
+/// and disabled. The wait ended between the previous check (the row's last write-back) and
+/// `seen_at`. The midpoint is recorded, but no earlier than [`ESTIMATE_SPAN`] before
+/// `seen_at`. A failure is logged and otherwise ignored, because the observation only tunes
+/// the schedule.
+///
+/// NOTE: `updated_at` also moves when a user changes the row during the wait, which makes
+/// that one observation look shorter than it was.
+async fn record_finished_wait(
+    context: &WorkerContext,
+    row: &Distribution,
+    seen_at: chrono::DateTime<chrono::Utc>,
+    snapshot: &lifecycle::Snapshot,
+) {
+    let Some(kind) = super::learned::wait_kind(row.status) else {
+        return;
+    };
+    let Some(since) = row.waiting_since else {
+        return;
+    };
+    let finished = snapshot.deployed && (kind == WaitKind::Deploy || !snapshot.enabled);
+    if !finished {
+        return;
+    }
+    let last_in_progress = row.updated_at.max(since);
+    let midpoint = last_in_progress + (seen_at - last_in_progress) / 2;
+    let span = ESTIMATE_SPAN.div_f64(context.settings.scale());
+    let latest_start = seen_at - chrono::Duration::from_std(span).unwrap_or_default();
+    let seconds = (midpoint.max(latest_start) - since).as_seconds_f64();
+    if let Err(error) = crate::store::waits::record(&context.pool, kind, seconds).await {
+        warn!(distribution.id = %row.id, %error, "recording how long the wait took failed");
+    }
 }
 
 /// Classifies a failed create by whether it may have made a distribution. An already used
@@ -398,9 +469,11 @@ impl StepState {
         decision: &Decision,
         row: &Distribution,
         claimed_at: chrono::DateTime<chrono::Utc>,
+        window: Option<LearnedWindow>,
         context: &WorkerContext,
     ) -> WriteBack {
         let settings = &context.settings;
+        let scale = settings.scale();
         let checks = if self.wait_started {
             0
         } else if decision.action == Action::Recheck(Wait::Deploy) {
@@ -411,15 +484,30 @@ impl StepState {
 
         let next_check_in = match decision.action {
             Action::Recheck(wait) => {
-                let delay = lifecycle::schedule::delay(
+                // The schedule works in its own time: the wait's age and the learned window
+                // are real time multiplied by the scale, and its delay is divided by it.
+                let elapsed = if self.wait_started {
+                    Duration::ZERO
+                } else {
+                    super::learned::elapsed_in_wait(row, claimed_at)
+                };
+                let progress = WaitProgress {
+                    checks: checks.max(0) as u32,
+                    elapsed: elapsed.mul_f64(scale),
+                    window: window.map(|window| LearnedWindow {
+                        low: window.low.mul_f64(scale),
+                        high: window.high.mul_f64(scale),
+                    }),
+                };
+                let delay = lifecycle::schedule::delay_in_wait(
                     wait,
                     &settings.schedule,
                     &settings.delays,
-                    checks.max(0) as u32,
+                    &progress,
                     self.stored.failures,
                     rand::random::<f64>(),
                 );
-                Some(delay.as_secs_f64())
+                Some(delay.as_secs_f64() / scale)
             }
             _ => None,
         };

@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod adaptive;
 mod adoption;
 mod adversarial;
 mod api_contract;
