@@ -35,7 +35,7 @@ impl std::str::FromStr for Secret {
     type Err = String;
 
     fn from_str(value: &str) -> Result<Self, Self::Err> {
-        // HS256 is only as strong as its key; RFC 7518 asks for at least 256 bits.
+        // HS256 is only as strong as its key; RFC 7518 requires at least 256 bits.
         if value.len() < 32 {
             return Err(format!(
                 "must be at least 32 characters (got {}); generate one with: openssl rand -hex 32",
@@ -120,7 +120,7 @@ impl AuthArgs {
     }
 }
 
-/// Where CloudFront calls go.
+/// The peer that CloudFront calls go to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum BackendKind {
     /// An embedded CloudFront simulator on a loopback port: no AWS account needed, and no
@@ -133,7 +133,7 @@ pub enum BackendKind {
 
 #[derive(Args, Clone, Debug)]
 pub struct CloudFrontArgs {
-    /// Where CloudFront calls go: the embedded simulator, or AWS.
+    /// The peer CloudFront calls go to: the embedded simulator, or AWS.
     #[arg(long, env = "CLOUDFRONT_BACKEND", value_enum, default_value_t = BackendKind::Simulator)]
     pub cloudfront_backend: BackendKind,
 
@@ -182,7 +182,7 @@ pub struct HttpArgs {
     #[arg(long, env = "HTTP_BODY_LIMIT_BYTES", default_value_t = 64 * 1024)]
     pub http_body_limit_bytes: usize,
 
-    /// Seconds a request may take before it is answered with 408.
+    /// Seconds a request may take before the service returns 408.
     #[arg(long, env = "HTTP_REQUEST_TIMEOUT_SECONDS", default_value_t = 15.0)]
     pub http_request_timeout_seconds: f64,
 
@@ -230,11 +230,11 @@ pub struct WorkerArgs {
     #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 16)]
     pub worker_concurrency: usize,
 
-    /// Seconds a claim holds a row before another worker may take it over.
+    /// Seconds a claim keeps a row before another worker may take it over.
     #[arg(long, env = "WORKER_LEASE_SECONDS", default_value_t = 120.0)]
     pub worker_lease_seconds: f64,
 
-    /// Longest sleep, in seconds, between looks at the table when no notification arrives.
+    /// Maximum sleep, in seconds, between looks at the table when no notification arrives.
     #[arg(long, env = "WORKER_SAFETY_INTERVAL_SECONDS", default_value_t = 60.0)]
     pub worker_safety_interval_seconds: f64,
 

@@ -34,7 +34,7 @@ use crate::store::notify::WorkNotifier;
 use auth::Authenticator;
 use rate_limit::OwnerRateLimiter;
 
-/// What every handler can reach.
+/// Shared state every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,

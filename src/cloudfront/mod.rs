@@ -30,9 +30,9 @@ pub const ROW_ID_TAG: &str = "cloudfront-lifecycle:row-id";
 pub struct CallSettings {
     /// Attempts per call, including the first, made by the SDK's standard retry policy.
     pub max_attempts: u32,
-    /// Longest time one attempt may take.
+    /// Maximum time one attempt may take.
     pub attempt_timeout: Duration,
-    /// Longest time a call may take across all its attempts.
+    /// Maximum time a call may take across all its attempts.
     pub call_timeout: Duration,
 }
 
@@ -60,7 +60,7 @@ impl CallSettings {
     }
 }
 
-/// What a call observed about one distribution.
+/// One distribution as a call observed it.
 #[derive(Clone, Debug)]
 pub struct Remote {
     pub id: String,
@@ -85,7 +85,7 @@ impl CloudFront {
         CloudFront { client }
     }
 
-    /// A client for a CloudFront-compatible server at `endpoint` (the simulator, or moto)
+    /// Builds a client for a CloudFront-compatible server at `endpoint` (the simulator, or moto)
     /// with placeholder credentials: such servers accept any signature.
     pub fn for_endpoint(endpoint: &str, settings: &CallSettings) -> Self {
         let config = aws_sdk_cloudfront::Config::builder()
@@ -105,7 +105,7 @@ impl CloudFront {
         CloudFront::from_client(Client::from_conf(config))
     }
 
-    /// A client configured by aws-config's standard chain (environment, profile, web identity,
+    /// Builds a client configured by aws-config's standard chain (environment, profile, web identity,
     /// ECS and EC2 instance roles), honouring `AWS_ENDPOINT_URL`.
     pub async fn from_environment(settings: &CallSettings) -> Self {
         let shared = aws_config::defaults(BehaviorVersion::latest())
@@ -389,7 +389,7 @@ fn remote(
     })
 }
 
-/// Which kind of CloudFront peer this process talks to, as reported in logs, `/readyz` and
+/// The kind of CloudFront peer this process talks to, as reported in logs, `/readyz` and
 /// metrics, so a service on the simulator never passes for one managing real distributions.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Backend {

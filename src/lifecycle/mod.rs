@@ -31,7 +31,7 @@ pub struct Stored {
     pub update_etag: Option<String>,
 }
 
-/// How a failed CloudFront call is handled.
+/// The class of a failed CloudFront call, which decides how it is handled.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ErrorClass {
     /// 400 Throttling: back off, and do not count it as a failed attempt.
@@ -64,7 +64,7 @@ pub struct CallError {
     pub message: String,
 }
 
-/// What a GetDistribution, CreateDistribution or UpdateDistribution call returned.
+/// The state a GetDistribution, CreateDistribution or UpdateDistribution call returned.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snapshot {
     /// Status is Deployed rather than InProgress.
@@ -85,7 +85,7 @@ pub enum Observed {
     Deleted(Result<(), CallError>),
 }
 
-/// Why the worker stops and looks again later; the schedule turns it into a delay.
+/// The reason the worker stops and looks again later; the schedule turns it into a delay.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Wait {
     /// CloudFront is propagating a change (InProgress).
@@ -117,11 +117,11 @@ pub enum Action {
     Delete { etag: String },
     /// Stop for now and look again later.
     Recheck(Wait),
-    /// Nothing more to do until a person asks for something.
+    /// Nothing more to do until a person requests something.
     Settle,
 }
 
-/// How the count of consecutive failed attempts changes.
+/// The change to the count of consecutive failed attempts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Failures {
     Reset,
@@ -241,7 +241,7 @@ pub fn decide(row: &Stored, observed: Observed, policy: &Policy) -> Decision {
                 ..gone(row)
             },
             ErrorClass::StaleETag => reread(row),
-            // CloudFront can answer this briefly even after a read showed Deployed and
+            // CloudFront can return this briefly even after a read showed Deployed and
             // disabled; look again shortly rather than fail.
             ErrorClass::NotDisabled => Decision {
                 action: Action::Recheck(Wait::Confirm),
@@ -254,7 +254,7 @@ pub fn decide(row: &Stored, observed: Observed, policy: &Policy) -> Decision {
     }
 }
 
-/// The first action of a step, before any call.
+/// Decides the first action of a step, before any call.
 fn first_action(row: &Stored) -> Decision {
     if row.status == Status::Failed || row.status == Status::Deleted {
         return Decision {

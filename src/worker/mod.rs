@@ -23,14 +23,14 @@ use crate::lifecycle::schedule::{Delays, RecheckSchedule};
 use crate::store::rate_limit::RateLimitSettings;
 use crate::store::{self, StoreError, claims, retention};
 
-/// How the worker runs; built from the command line.
+/// Worker settings, built from the command line.
 #[derive(Clone, Debug)]
 pub struct WorkerSettings {
     /// Rows checked at the same time by this process.
     pub concurrency: usize,
-    /// How long a claim holds a row before another worker may take it.
+    /// How long a claim keeps a row before another worker may take it.
     pub lease: Duration,
-    /// The longest a worker sleeps without looking at the table, in case a notification
+    /// The maximum time a worker sleeps without looking at the table, in case a notification
     /// was lost.
     pub safety_interval: Duration,
     pub schedule: RecheckSchedule,
@@ -81,7 +81,7 @@ impl Default for WorkerSettings {
     }
 }
 
-/// What every check needs.
+/// Shared context of every check: the pool, the CloudFront client and the settings.
 pub struct WorkerContext {
     pub pool: PgPool,
     pub cloudfront: CloudFront,
@@ -252,7 +252,7 @@ impl Worker {
         }
     }
 
-    /// How long to sleep: until the next row is due, but never past the safety interval
+    /// Computes how long to sleep: until the next row is due, but never past the safety interval
     /// (jittered per replica so replicas do not probe in step).
     async fn sleep_until_due(&self) -> Duration {
         let settings = &self.context.settings;

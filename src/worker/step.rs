@@ -21,7 +21,7 @@ use crate::store::{Distribution, StoreError};
 /// keeps a distribution that keeps changing under us from holding a worker.
 const MAX_CALLS_PER_CHECK: usize = 6;
 
-/// How a check ended.
+/// The outcome of a check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// The result was written back.
