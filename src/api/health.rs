@@ -10,6 +10,23 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::error::ApiError;
 
+/// Marks a response to a probe or a metrics scrape, so its request is logged at DEBUG.
+#[derive(Clone, Copy, Debug)]
+pub struct Probe;
+
+/// Tags the responses of `/healthz`, `/readyz` and `/metrics` with [`Probe`].
+pub async fn mark_probe(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let is_probe = matches!(request.uri().path(), "/healthz" | "/readyz" | "/metrics");
+    let mut response = next.run(request).await;
+    if is_probe {
+        response.extensions_mut().insert(Probe);
+    }
+    response
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
     #[schema(example = "ok")]

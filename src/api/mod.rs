@@ -195,8 +195,19 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
                 owner = tracing::field::Empty,
             )
         })
-        // One INFO line per request, carrying the span's request_id and owner.
-        .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO));
+        // One line per request, carrying the span's request_id and owner: INFO for API
+        // calls, DEBUG for the probes and scrapes that arrive every few seconds.
+        .on_response(
+            |response: &axum::http::Response<_>, latency: Duration, _span: &tracing::Span| {
+                let status = response.status().as_u16();
+                let latency_ms = latency.as_secs_f64() * 1000.0;
+                if response.extensions().get::<health::Probe>().is_some() {
+                    tracing::debug!(status, latency_ms, "finished processing request");
+                } else {
+                    tracing::info!(status, latency_ms, "finished processing request");
+                }
+            },
+        );
 
     router
         .route(
@@ -218,6 +229,7 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
         .layer(security::headers_layer(settings))
         .layer(axum::middleware::from_fn(metrics::record_request))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(axum::middleware::from_fn(health::mark_probe))
         .layer(trace)
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
 }
