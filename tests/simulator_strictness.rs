@@ -4,17 +4,15 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use aws_sdk_cloudfront::Client;
-use aws_sdk_cloudfront::config::retry::RetryConfig;
-use aws_sdk_cloudfront::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_cloudfront::types::{
-    Aliases, CustomOriginConfig, DefaultCacheBehavior, DistributionConfig,
-    DistributionConfigWithTags, Origin, OriginProtocolPolicy, Origins, Tag, Tags,
-    ViewerProtocolPolicy,
+    Aliases, DistributionConfig, DistributionConfigWithTags, Tag, Tags,
 };
+use cloudfront_lifecycle::cloudfront::{CallSettings, CloudFront};
 use cloudfront_lifecycle::simulator::{
     DeployTime, DistributionStatus, ExternalChange, ExternalCreate, Simulator, SimulatorServer,
     SimulatorSettings,
 };
+use cloudfront_lifecycle::spec::DistributionSpec;
 
 /// Long enough that no test observes the deploy finishing.
 const LONG_DEPLOY: Duration = Duration::from_secs(600);
@@ -33,51 +31,24 @@ async fn start(deploy_time: Duration) -> (Simulator, SimulatorServer, Client) {
 
 /// Builds a client with retries off, so each test gets the simulator's errors unretried.
 fn client(endpoint: &str) -> Client {
-    let config = aws_sdk_cloudfront::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new("test", "test", None, None, "static"))
-        .retry_config(RetryConfig::standard().with_max_attempts(1))
-        .build();
-    Client::from_conf(config)
+    let settings = CallSettings {
+        max_attempts: 1,
+        ..CallSettings::default()
+    };
+    CloudFront::for_endpoint(endpoint, &settings)
+        .client()
+        .clone()
 }
 
+/// Builds a complete config with the service's own builder, the one production uses.
 fn distribution_config(caller_reference: &str, enabled: bool) -> DistributionConfig {
-    let origin = Origin::builder()
-        .id("origin-1")
-        .domain_name("origin.example.com")
-        .custom_origin_config(
-            CustomOriginConfig::builder()
-                .http_port(80)
-                .https_port(443)
-                .origin_protocol_policy(OriginProtocolPolicy::HttpsOnly)
-                .build()
-                .unwrap(),
-        )
-        .build()
-        .unwrap();
-    DistributionConfig::builder()
-        .caller_reference(caller_reference)
-        .comment("simulator test")
-        .enabled(enabled)
-        .origins(
-            Origins::builder()
-                .quantity(1)
-                .items(origin)
-                .build()
-                .unwrap(),
-        )
-        .default_cache_behavior(
-            DefaultCacheBehavior::builder()
-                .target_origin_id("origin-1")
-                .viewer_protocol_policy(ViewerProtocolPolicy::RedirectToHttps)
-                .cache_policy_id("658327ea-f89d-4fab-a63d-7e88639e58f6")
-                .build()
-                .unwrap(),
-        )
-        .build()
-        .unwrap()
+    let spec: DistributionSpec = serde_json::from_value(serde_json::json!({
+        "origin": {"domain_name": "origin.example.com"},
+        "comment": "simulator test",
+        "enabled": enabled,
+    }))
+    .unwrap();
+    cloudfront_lifecycle::cloudfront::config::distribution_config(caller_reference, &spec).unwrap()
 }
 
 /// Creates an enabled distribution and returns its id and ETag.
