@@ -3,7 +3,7 @@
 # ROWS rows are due at once, and the CPU time each step costs the workers.
 #
 # Each row waits in `deploying` for a CloudFront id the simulator does not have, so one step
-# is a claim, one GetDistribution (answered 404 NoSuchDistribution) and a fenced write-back
+# is a claim, one GetDistribution (returning 404 NoSuchDistribution) and a fenced write-back
 # marking the row deleted outside the service. The simulator has no deploy time and no rate
 # limit, and the workers' token buckets are set far above what they can use.
 #

@@ -25,7 +25,7 @@ async fn start() -> (Simulator, SimulatorServer, Client) {
 
 fn client(endpoint: &str, max_attempts: u32) -> Client {
     let settings = CallSettings {
-        max_attempts: max_attempts,
+        max_attempts,
         ..CallSettings::default()
     };
     CloudFront::for_endpoint(endpoint, &settings)

@@ -120,11 +120,11 @@ pub struct SweepEntry {
     pub enabled: bool,
     pub last_modified: Option<DateTime<Utc>>,
     pub comment: String,
-    /// What the sweep did, or in a dry run would do; `None` leaves it alone.
+    /// The action the sweep took, or in a dry run would take; `None` leaves it alone.
     pub action: Option<SweepAction>,
     /// The row that manages it: the existing one, or the one the sweep adopted it into.
     pub row_id: Option<Uuid>,
-    /// Why the action failed; the distribution is then left as it was.
+    /// The reason the action failed; the distribution is then left as it was.
     pub error: Option<String>,
 }
 
@@ -147,7 +147,7 @@ impl SweepReport {
     }
 }
 
-/// Why a sweep stopped before it classified every distribution.
+/// The reason a sweep stopped before it classified every distribution.
 #[derive(Debug, thiserror::Error)]
 pub enum SweepError {
     #[error("listing CloudFront distributions failed with {}: {}", .0.code, .0.message)]

@@ -214,7 +214,7 @@ pub struct Problem {
     pub problem_type: String,
     pub title: String,
     pub status: u16,
-    /// What went wrong with this request, in a sentence.
+    /// One sentence describing this request's failure.
     pub detail: String,
     /// For `validation-failed`: each invalid field.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -314,7 +314,7 @@ impl From<crate::store::distributions::ChangeError> for ApiError {
     }
 }
 
-/// Answers routes that do not exist in the API's own format.
+/// Returns the API's own not-found problem for routes that do not exist.
 pub async fn route_not_found() -> ApiError {
     ApiError::RouteNotFound
 }

@@ -31,7 +31,7 @@ where
             ));
         }
 
-        // Bytes honours the body limit, which answers 413.
+        // Bytes honours the body limit, which returns 413.
         let bytes =
             Bytes::from_request(request, state)
                 .await
@@ -86,7 +86,7 @@ fn body_error(error: serde_path_to_error::Error<serde_json::Error>) -> ApiError 
     }
     let inner = error.into_inner();
     let message = inner.to_string();
-    // serde_json appends the position; the pointer says where already.
+    // serde_json appends the position, which the pointer already gives.
     let message = match message.rfind(" at line ") {
         Some(at) => message[..at].to_owned(),
         None => message,

@@ -1,4 +1,4 @@
-//! Probes and metrics for whoever runs the service.
+//! Probes and metrics for the operators of the service.
 
 use axum::Json;
 use axum::extract::State;
@@ -52,7 +52,7 @@ pub struct Readiness {
     pub simulated: bool,
 }
 
-/// Readiness: the database answers
+/// Readiness: the database responds
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Ready to serve", body = Readiness),
@@ -63,8 +63,8 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, Ap
         .fetch_one(&state.pool)
         .await
         .map_err(|error| {
-            tracing::warn!(%error, "readiness check: the database does not answer");
-            ApiError::Unavailable("the database does not answer".to_owned())
+            tracing::warn!(%error, "readiness check failed: the database does not respond");
+            ApiError::Unavailable("the database does not respond; retry later".to_owned())
         })?;
     Ok(Json(Readiness {
         status: "ready".to_owned(),

@@ -115,7 +115,7 @@ impl Default for HttpSettings {
     components(schemas(error::Problem, crate::spec::FieldError)),
     tags(
         (name = "distributions", description = "Managed CloudFront distributions"),
-        (name = "operations", description = "Probes for whoever runs the service"),
+        (name = "operations", description = "Probes and metrics for operators"),
     )
 )]
 struct ApiDoc;

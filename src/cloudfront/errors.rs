@@ -6,7 +6,7 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use crate::lifecycle::{CallError, ErrorClass};
 
 /// Classifies a failed SDK call. The SDK has already retried what its retry policy covers
-/// (throttling and transient errors, up to the configured attempts) before this sees it.
+/// (throttling and transient errors, up to the configured attempts) before this runs.
 pub fn classify<E>(error: &SdkError<E, HttpResponse>) -> CallError
 where
     E: ProvideErrorMetadata + std::error::Error,

@@ -121,7 +121,7 @@ impl CloudFront {
         &self.client
     }
 
-    /// The longest one call may take across all its attempts; the default when none is set.
+    /// The maximum time one call may take across all its attempts; the default when none is set.
     pub fn call_timeout(&self) -> Duration {
         self.client
             .config()

@@ -90,8 +90,8 @@ pub enum Observed {
 pub enum Wait {
     /// CloudFront is propagating a change (InProgress).
     Deploy,
-    /// A read surprised us (Enabled=true after a confirmed disable, or Delete answered
-    /// DistributionNotDisabled); read again soon before acting on it.
+    /// A read contradicted the last known state (Enabled=true after a confirmed disable, or
+    /// Delete returned DistributionNotDisabled), so read again soon before acting on it.
     Confirm,
     /// The last call failed; retry after a growing delay.
     Backoff,
@@ -441,7 +441,7 @@ fn gone(row: &Stored) -> Decision {
     }
 }
 
-/// The ETag was stale: read a fresh one and decide again.
+/// Reads a fresh ETag after a stale one, then decides again.
 fn reread(row: &Stored) -> Decision {
     Decision {
         action: Action::Read,
@@ -496,7 +496,7 @@ fn fail(row: &Stored, error: CallError, reason: &'static str) -> Decision {
     }
 }
 
-/// A decision that changes nothing; the cases above override what they change.
+/// Builds a decision that changes nothing; the cases above override what they change.
 fn unchanged(row: &Stored) -> Decision {
     Decision {
         action: Action::Settle,

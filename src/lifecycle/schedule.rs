@@ -15,7 +15,7 @@ use super::Wait;
 /// worker into a busy loop against CloudFront.
 const MIN_DELAY_SECONDS: f64 = 0.001;
 
-/// The longest recheck delay a schedule may name: a day.
+/// The maximum recheck delay a schedule may name: a day.
 const MAX_DELAY_SECONDS: f64 = 86_400.0;
 
 /// The longest stretch before a wait was seen over that counts toward its estimated end.
@@ -53,7 +53,7 @@ pub const ADAPTIVE_FALLBACK: RecheckSchedule = RecheckSchedule::Backoff {
     max: Duration::from_secs(20),
 };
 
-/// How rechecks during a wait for Deployed are spaced.
+/// The spacing of rechecks during a wait for Deployed.
 #[derive(Clone, Debug, PartialEq)]
 pub enum RecheckSchedule {
     /// Every `interval`, as a delay queue or the AWS SDK's waiter would poll.
@@ -205,7 +205,7 @@ impl LearnedWindow {
     }
 }
 
-/// A row's position in its current wait, as the recheck schedule sees it.
+/// A row's position in its current wait, as the recheck schedule uses it.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct WaitProgress {
     /// Rechecks already made during the wait.
@@ -223,7 +223,7 @@ pub struct Delays {
     pub confirm: Duration,
     /// The first retry after a failed call; doubles with each further failure.
     pub backoff_first: Duration,
-    /// The longest retry delay after failed calls.
+    /// The maximum retry delay after failed calls.
     pub backoff_max: Duration,
     /// After CloudFront throttled a call.
     pub throttled: Duration,

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// Where a distribution is in its lifecycle.
+/// A distribution's position in its lifecycle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
@@ -77,7 +77,7 @@ impl std::fmt::Display for Status {
     }
 }
 
-/// What the user last asked for.
+/// The user's most recent request for the distribution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Intent {
@@ -106,7 +106,7 @@ impl Intent {
             .find(|intent| intent.as_str() == value)
     }
 
-    /// Whether the user wants the distribution disabled (deleted or retained).
+    /// Returns whether the user wants the distribution disabled (deleted or retained).
     pub fn wants_disabled(self) -> bool {
         !matches!(self, Intent::Keep)
     }

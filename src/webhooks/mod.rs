@@ -19,7 +19,7 @@ use crate::config::Secret;
 use crate::store::StoreError;
 use crate::store::webhooks::{self, Delivery, WEBHOOK_CHANNEL};
 
-/// Where and how notifications are sent.
+/// Webhook delivery settings: the receiver, the signing secret and the retry limits.
 #[derive(Clone, Debug)]
 pub struct WebhookSettings {
     pub url: reqwest::Url,
@@ -31,7 +31,7 @@ pub struct WebhookSettings {
     /// The delay after the first failure; each further failure doubles it up to `backoff_max`.
     pub backoff_first: Duration,
     pub backoff_max: Duration,
-    /// The longest the dispatcher sleeps without looking at the outbox, in case a
+    /// The maximum time the dispatcher sleeps without looking at the outbox, in case a
     /// notification was missed.
     pub poll_interval: Duration,
     /// Notifications sent at the same time.
@@ -255,9 +255,17 @@ mod tests {
     fn backoff_doubles_to_ceiling() {
         let settings = settings();
         let first = settings.backoff(1);
-        assert!(first >= Duration::from_millis(1600) && first <= Duration::from_secs(2));
+        assert!(
+            first >= Duration::from_millis(1600),
+            "first delay {first:?}"
+        );
+        assert!(first <= Duration::from_secs(2), "first delay {first:?}");
         let fourth = settings.backoff(4);
-        assert!(fourth >= Duration::from_millis(12_800) && fourth <= Duration::from_secs(16));
+        assert!(
+            fourth >= Duration::from_millis(12_800),
+            "fourth delay {fourth:?}"
+        );
+        assert!(fourth <= Duration::from_secs(16), "fourth delay {fourth:?}");
         let late = settings.backoff(40);
         assert!(late <= Duration::from_secs(600));
         assert!(late >= Duration::from_secs(480));

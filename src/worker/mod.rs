@@ -86,7 +86,7 @@ pub struct WorkerContext {
     pub pool: PgPool,
     pub cloudfront: CloudFront,
     pub settings: WorkerSettings,
-    /// What the adaptive schedule has learned about how long waits take.
+    /// The wait durations the adaptive schedule has learned.
     pub learned: learned::LearnedCache,
 }
 

@@ -287,7 +287,7 @@ fn create_outcome(error: &CallError) -> Option<CreateOutcome> {
     }
 }
 
-/// Drops this check's result after its lease was lost, but keeps what CloudFront said about
+/// Drops this check's result after its lease was lost, but keeps what CloudFront returned about
 /// a distribution it created: the next worker then reads that one instead of creating again,
 /// and a create that landed after the row was deleted is deleted too rather than orphaned.
 async fn drop_result(

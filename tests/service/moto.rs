@@ -1,5 +1,5 @@
 //! The same end-to-end path against moto's CloudFront server, through the same SDK code.
-//! moto answers Deployed at once and enforces neither ETags nor disable-before-delete, so
+//! moto reports Deployed at once and enforces neither ETags nor disable-before-delete, so
 //! strictness is tested against the simulator; this proves the wire format and the flow.
 
 use std::time::Duration;
@@ -32,7 +32,7 @@ async fn moto_create_then_delete() {
     app.wait_for_status(&id, "alice", "deleted", Duration::from_secs(30))
         .await;
 
-    // moto no longer knows the distribution.
+    // moto no longer lists the distribution.
     let cloudfront = cloudfront_lifecycle::cloudfront::CloudFront::for_endpoint(
         &moto.endpoint,
         &Default::default(),

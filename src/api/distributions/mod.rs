@@ -1,5 +1,5 @@
 //! `/v1/distributions`: create, read, list, update and delete distributions. Each action
-//! has its own file; this one holds the resource as the API shows it.
+//! has its own file; this one contains the resource as the API shows it.
 
 mod change;
 mod create;
