@@ -77,7 +77,7 @@ fn parse_claimed(records: Vec<Record>) -> Vec<Claimed> {
     claimed
 }
 
-/// What a budget-aware claim may take.
+/// Limits and order of a budget-aware claim.
 #[derive(Clone, Copy, Debug)]
 pub struct ClaimRequest<'a> {
     /// Rows to claim at most: the caller's free slots.
@@ -86,14 +86,14 @@ pub struct ClaimRequest<'a> {
     /// The shared buckets the claim takes its tokens from.
     pub rate_limits: &'a RateLimitSettings,
     /// Takes the rows that have waited longest for Deployed first when the read bucket
-    /// cannot cover every free slot. The adaptive schedule asks for it; fixed and backoff
+    /// cannot cover every free slot. The adaptive schedule sets it. Fixed and backoff
     /// schedules keep the due order, as a delay queue or the SDK's waiter would.
     pub prioritize_waits: bool,
 }
 
-/// One bucket's parameters as the SQL statements take them: whether it is kept in the
-/// table at all, its configured rate and burst, the floor Throttling may cut the rate to,
-/// and how fast the rate climbs back (calls per second, per second).
+/// One bucket's parameters as the SQL statements take them. `limited` is false for an
+/// effectively unlimited bucket, which the statements leave alone. The rates are in calls
+/// per second, and `increase_per_second` is how much the rate climbs back each second.
 struct BucketParams {
     limited: bool,
     rate: f64,
@@ -119,7 +119,7 @@ impl BucketParams {
 /// one rate-limit token for each claimed row's first call.
 ///
 /// Rows with a CloudFront id start with a read, so at most as many are claimed as the read
-/// bucket holds whole tokens now. Rows without one start with a create, limited the same way
+/// bucket has whole tokens now. Rows without one start with a create, limited the same way
 /// by the mutating bucket, or make no call at all. A due row that finds no token is left
 /// exactly as it was, still due, so it costs nothing until tokens are there. The row
 /// classes must match `lifecycle::decide`'s first action: a row whose check starts
@@ -210,11 +210,12 @@ pub async fn claim_within_budget(
                 refilled_at = greatest(refilled_at, now())
             where bucket = 'mutating' and $8
         )
+        -- The planner cannot tell how few rows the CTEs return, and a join with them
+        -- would scan the table; an array of ids is looked up by primary key.
         update distributions d
         set next_check_at = now() + make_interval(secs => $2),
             lease_token = d.lease_token + 1
-        from due
-        where d.id = due.id
+        where d.id = any(array(select id from due))
         returning d.*, now() as "db_now?"
         "#,
         limit,
@@ -242,9 +243,9 @@ pub async fn claim_within_budget(
 }
 
 /// Returns the bucket the claim took a token from for `row`, by the same classes as the
-/// SQL of [`claim_within_budget`]: a row with a CloudFront id starts with a read, one
-/// without starts with a create unless it is finished or was never sent to CloudFront and
-/// should now go.
+/// SQL of [`claim_within_budget`]. A row with a CloudFront id starts with a read. One
+/// without starts with a create, unless it is finished or should go before any create was
+/// sent.
 fn first_call_bucket(row: &Distribution) -> Option<Bucket> {
     if row.cloudfront_id.is_some() {
         return Some(Bucket::Read);
@@ -262,7 +263,7 @@ pub struct Outlook {
     pub next_read_due: Option<f64>,
     /// The next row without one (a create, or no call), if any is queued.
     pub next_other_due: Option<f64>,
-    /// Seconds until the read bucket holds a whole token; 0 when it does, or is unlimited.
+    /// Seconds until the read bucket has a whole token: 0 when it has one or is unlimited.
     pub read_token_in: f64,
     /// The same for the mutating bucket.
     pub mutating_token_in: f64,
