@@ -103,9 +103,8 @@ const BATCH_WAIT: Duration = Duration::from_millis(5);
 /// claimed a few tokens' worth at a time rather than with one statement per token.
 const MIN_CLAIM_PAUSE: Duration = Duration::from_millis(20);
 
-/// How soon after a check finishes the loop probes again, because the check's write-back
-/// may have made its row due before the planned wake-up. Checks that finish within this
-/// time share one probe.
+/// Delay from a finished check to the next probe, because the check's write-back may have
+/// made its row due before the planned wake-up. Checks that finish within it share a probe.
 const PROBE_AFTER_CHECK: Duration = Duration::from_millis(20);
 
 /// How long the loop pauses after a failed claim or probe.
@@ -368,7 +367,7 @@ struct Plan {
 }
 
 impl Plan {
-    /// Probes at once: a starting worker knows nothing about the table.
+    /// Plans a probe at once, because a starting worker has no due time yet.
     fn start(now: Instant) -> Self {
         Plan {
             claim_at: None,
@@ -393,11 +392,12 @@ impl Plan {
         self.probe_at <= now
     }
 
-    /// A claim that filled every free slot may have left rows due, so claim again once a
-    /// batch of slots is free. Any other claim took what it could: probe for the next one.
-    /// After a claim that found nothing the probe waits a moment, so a row the probe counts
-    /// as claimable but the claim cannot take (say, locked by a long transaction) does not
-    /// spin the loop.
+    /// Plans the step after a claim of `claimed` rows into `free` slots. A claim that filled
+    /// every slot may have left rows due, so the loop claims again once a batch of slots is
+    /// free. Any other claim took what it could, and a probe finds the next row. After a
+    /// claim that found nothing, the probe waits a moment, so a row the probe counts as
+    /// claimable but the claim cannot take (locked by a long transaction) cannot spin the
+    /// loop.
     fn after_claim(&mut self, now: Instant, claimed: usize, free: usize) {
         if claimed == free {
             self.claim_at = Some(now);
@@ -428,10 +428,10 @@ impl Plan {
         };
     }
 
-    /// A finished check may have written its row back due before the planned wake-up, so
-    /// probe shortly. A claim planned before then makes that probe unneeded, because a
-    /// claim that leaves slots free is followed by a probe anyway, and a backed-up loop
-    /// claims again soon.
+    /// Plans a probe shortly after a check finished, because its write-back may have made
+    /// its row due before the planned wake-up. A claim planned before then makes that probe
+    /// unneeded: a claim that leaves slots free is followed by a probe anyway, and a
+    /// backed-up loop claims again soon.
     fn after_check(&mut self, now: Instant) {
         let soon = now + PROBE_AFTER_CHECK;
         let claim_planned = self.claim_at.is_some_and(|at| at <= soon);
@@ -522,7 +522,7 @@ async fn purge_periodically(pool: PgPool, settings: WorkerSettings, shutdown: Ca
     }
 }
 
-/// What the work notification channel reported.
+/// Event reported by the work notification channel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Wake {
     /// A notification arrived.

@@ -19,7 +19,7 @@ fn api_only() -> TestOptions {
     }
 }
 
-/// Buckets that refill so slowly that a test sees only the tokens it put there.
+/// Buckets that refill so slowly that a claim finds only the tokens the test put there.
 fn slow_buckets() -> RateLimitSettings {
     RateLimitSettings {
         mutating: BucketLimit {
@@ -55,9 +55,9 @@ async fn tokens_left(pool: &PgPool, bucket: &str) -> f64 {
         .unwrap()
 }
 
-/// Inserts a row with the given caller reference (used as its name in assertions). A
-/// `cloudfront_id` makes it start with a read; `waiting_seconds` puts it in a wait for
-/// Deployed that began that long ago; it came due `due_seconds_ago` seconds ago.
+/// Inserts a row named by its caller reference, which the assertions use. A
+/// `cloudfront_id` makes it start with a read. `waiting_seconds` puts it in a wait for
+/// Deployed that began that long ago, and it came due `due_seconds_ago` seconds ago.
 async fn insert_row(
     pool: &PgPool,
     name: &str,
@@ -87,7 +87,7 @@ async fn insert_row(
     .unwrap();
 }
 
-/// Every row's name, due time and lease token, in name order.
+/// Returns every row's name, due time and lease token, in name order.
 async fn snapshot(pool: &PgPool) -> Vec<(String, Option<chrono::DateTime<chrono::Utc>>, i64)> {
     sqlx::query_as(
         "select caller_reference, next_check_at, lease_token from distributions \
@@ -198,7 +198,7 @@ async fn budget_claim_leaves_unclaimed_rows_untouched() {
         assert_eq!(old, new, "an unclaimed row was changed");
     }
 
-    // With the buckets empty, nothing more is claimed and the probe says when a token comes.
+    // With the buckets empty, nothing more is claimed and the probe reports a later time.
     let again = claim(pool, 16, &settings, false).await;
     assert!(
         again.is_empty(),
@@ -362,9 +362,9 @@ async fn idle_loop_wakes_on_notify_and_due_time() {
         tokio::spawn(Worker::new(app.pool.clone(), cloudfront, settings).run(stop.clone()));
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    // The API's NOTIFY wakes the worker, and the row's rechecks (written back due later
-    // while the worker sleeps) are picked up when they come due: the simulator keeps the
-    // create InProgress for 300 ms, so reaching deployed takes at least one recheck.
+    // The API's NOTIFY wakes the worker. The simulator keeps the create InProgress for
+    // 300 ms, so reaching deployed also takes a recheck, which the worker must pick up at
+    // its due time while it sleeps.
     let started = Instant::now();
     let id = app.create("alice").await["id"].as_str().unwrap().to_owned();
     app.wait_for_status(&id, "alice", "deployed", Duration::from_secs(10))
