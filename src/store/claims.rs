@@ -331,23 +331,6 @@ pub async fn outlook(
     })
 }
 
-/// Seconds until the next row comes due (negative when one is overdue), or `None` when no
-/// row is waiting: one probe of the due index, measured on the database's clock.
-pub async fn seconds_until_next_due(
-    executor: impl PgExecutor<'_>,
-) -> Result<Option<f64>, StoreError> {
-    let seconds = sqlx::query_scalar!(
-        r#"
-        select extract(epoch from min(next_check_at) - now())::float8
-        from distributions
-        where next_check_at is not null
-        "#
-    )
-    .fetch_one(executor)
-    .await?;
-    Ok(seconds)
-}
-
 /// Everything a check learned, written back under the lease it claimed with.
 #[derive(Clone, Debug)]
 pub struct WriteBack {
