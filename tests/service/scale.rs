@@ -795,17 +795,25 @@ async fn claim_plan_uses_due_index() {
     );
     assert!(!plan.contains("Sort"), "the claim sorts rows:\n{plan}");
 
+    // The two due-time probes of store::claims::outlook.
     let probe: Vec<String> = sqlx::query_scalar(
-        "explain select extract(epoch from min(next_check_at) - now())::float8 \
-         from distributions where next_check_at is not null",
+        "explain select \
+           (select min(next_check_at) from distributions \
+            where next_check_at is not null and cloudfront_id is not null), \
+           (select min(next_check_at) from distributions \
+            where next_check_at is not null and cloudfront_id is null)",
     )
     .fetch_all(&app.pool)
     .await
     .unwrap();
     let probe = probe.join("\n");
     assert!(
-        probe.contains("distributions_due"),
-        "the probe does not use the due index:\n{probe}"
+        probe.contains("distributions_due "),
+        "the probe of rows with an id does not use the due index:\n{probe}"
+    );
+    assert!(
+        probe.contains("distributions_due_uncreated"),
+        "the probe of rows without an id does not use their due index:\n{probe}"
     );
     assert!(
         !probe.contains("Seq Scan"),
