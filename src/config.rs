@@ -234,8 +234,9 @@ pub struct WorkerArgs {
     #[arg(long, env = "WORKER_LEASE_SECONDS", default_value_t = 120.0)]
     pub worker_lease_seconds: f64,
 
-    /// Maximum sleep, in seconds, between looks at the table when no notification arrives.
-    #[arg(long, env = "WORKER_SAFETY_INTERVAL_SECONDS", default_value_t = 60.0)]
+    /// Maximum sleep, in seconds, between probes of the table when no notification arrives
+    /// and no row is due sooner. A lost LISTEN connection triggers a probe of its own.
+    #[arg(long, env = "WORKER_SAFETY_INTERVAL_SECONDS", default_value_t = 300.0)]
     pub worker_safety_interval_seconds: f64,
 
     /// When a row waiting for Deployed is checked again: adaptive (learned from finished
@@ -290,7 +291,7 @@ pub struct WorkerArgs {
     pub retention_seconds: f64,
 
     /// Seconds between purges of deleted rows past their retention.
-    #[arg(long, env = "PURGE_INTERVAL_SECONDS", default_value_t = 300.0)]
+    #[arg(long, env = "PURGE_INTERVAL_SECONDS", default_value_t = 3600.0)]
     pub purge_interval_seconds: f64,
 }
 

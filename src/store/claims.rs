@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 use super::StoreError;
 use super::distributions::{Distribution, Record};
+use super::rate_limit::{Bucket, BucketLimit, RateLimitSettings};
 use crate::lifecycle::Status;
 
 /// A row claimed by a worker, with the database's time of the claim.
@@ -13,6 +14,9 @@ use crate::lifecycle::Status;
 pub struct Claimed {
     pub row: Distribution,
     pub claimed_at: DateTime<Utc>,
+    /// The bucket of a rate-limit token the claim already took for the check's first call,
+    /// so that call skips its own take.
+    pub token: Option<Bucket>,
 }
 
 /// Claims up to `limit` due rows, oldest due first, in one autocommit statement.
@@ -48,38 +52,283 @@ pub async fn claim(
     )
     .fetch_all(executor)
     .await?;
+    Ok(parse_claimed(records))
+}
 
-    // A row that no longer parses is skipped rather than failing the claim, because an
-    // error would hold every row claimed with it until their leases end. It stays under
-    // its lease and is logged again each time it comes due.
+/// Parses claimed rows. A row that no longer parses is skipped rather than failing the
+/// claim, because an error would hold every row claimed with it until their leases end. It
+/// stays under its lease and is logged again each time it comes due.
+fn parse_claimed(records: Vec<Record>) -> Vec<Claimed> {
     let mut claimed = Vec::with_capacity(records.len());
     for record in records {
         let claimed_at = record.db_now.unwrap_or_else(Utc::now);
+        let id = record.id;
         match Distribution::try_from(record) {
-            Ok(row) => claimed.push(Claimed { row, claimed_at }),
+            Ok(row) => claimed.push(Claimed {
+                row,
+                claimed_at,
+                token: None,
+            }),
             Err(error) => {
-                tracing::error!(%error, "claimed row does not parse and is skipped until its lease ends")
+                tracing::error!(distribution.id = %id, %error, "claimed row does not parse and is skipped until its lease ends")
             }
         }
+    }
+    claimed
+}
+
+/// Limits and order of a budget-aware claim.
+#[derive(Clone, Copy, Debug)]
+pub struct ClaimRequest<'a> {
+    /// Rows to claim at most: the caller's free slots.
+    pub limit: usize,
+    pub lease_seconds: f64,
+    /// The shared buckets the claim takes its tokens from.
+    pub rate_limits: &'a RateLimitSettings,
+    /// Takes the rows that have waited longest for Deployed first when the read bucket
+    /// cannot cover every free slot. The adaptive schedule sets it. Fixed and backoff
+    /// schedules keep the due order, as a delay queue or the SDK's waiter would.
+    pub prioritize_waits: bool,
+}
+
+/// One bucket's parameters as the SQL statements take them. `limited` is false for an
+/// effectively unlimited bucket, which the statements leave alone. The rates are in calls
+/// per second, and `increase_per_second` is how much the rate climbs back each second.
+struct BucketParams {
+    limited: bool,
+    rate: f64,
+    burst: f64,
+    floor: f64,
+    increase_per_second: f64,
+}
+
+impl BucketParams {
+    fn new(limit: BucketLimit, settings: &RateLimitSettings) -> Self {
+        let rate = limit.rate_per_second.max(f64::MIN_POSITIVE);
+        BucketParams {
+            limited: !limit.is_unlimited(),
+            rate,
+            burst: limit.burst.max(1.0),
+            floor: rate * super::rate_limit::FLOOR_FRACTION,
+            increase_per_second: rate / settings.recovery.as_secs_f64().max(1.0),
+        }
+    }
+}
+
+/// Claims due rows within the CloudFront budget, in one autocommit statement, and takes
+/// one rate-limit token for each claimed row's first call.
+///
+/// Rows with a CloudFront id start with a read, so at most as many are claimed as the read
+/// bucket has whole tokens now. Rows without one start with a create, limited the same way
+/// by the mutating bucket, or make no call at all. A due row that finds no token is left
+/// exactly as it was, still due, so it costs nothing until tokens are there. The row
+/// classes must match `lifecycle::decide`'s first action: a row whose check starts
+/// otherwise only wastes its token or takes another one itself.
+///
+/// A bucket whose rate is effectively unlimited is not touched at all. Both bucket rows are
+/// locked for the length of the statement, so concurrent claims and takes queue on them and
+/// no token is handed out twice.
+pub async fn claim_within_budget(
+    executor: impl PgExecutor<'_>,
+    request: &ClaimRequest<'_>,
+) -> Result<Vec<Claimed>, StoreError> {
+    let read = BucketParams::new(request.rate_limits.read, request.rate_limits);
+    let mutating = BucketParams::new(request.rate_limits.mutating, request.rate_limits);
+    let limit = request.limit as i64;
+    let records = sqlx::query_as!(
+        Record,
+        r#"
+        with read_bucket as materialized (
+            select least($5, tokens + greatest(0, extract(epoch from now() - refilled_at)::float8)
+                                      * coalesce(rate, $4)) as refilled
+            from cloudfront_rate_limits
+            where bucket = 'read' and $3
+            for update
+        ), mutating_bucket as materialized (
+            select least($10, tokens + greatest(0, extract(epoch from now() - refilled_at)::float8)
+                                       * coalesce(rate, $9)) as refilled
+            from cloudfront_rate_limits
+            where bucket = 'mutating' and $8
+            for update
+        ), budget as materialized (
+            select least($1, coalesce((select greatest(0, floor(refilled))::int8 from read_bucket), $1)) as reads,
+                   least($1, coalesce((select greatest(0, floor(refilled))::int8 from mutating_bucket), $1)) as creates
+        ), waits as materialized (
+            -- Only when reads are scarce: the longest waits first.
+            select id from distributions
+            where next_check_at <= now()
+              and status in ('deploying', 'updating', 'disabling')
+              and cloudfront_id is not null
+              and $13 and (select reads < $1 from budget)
+            order by waiting_since, next_check_at
+            limit (select reads from budget)
+            for update skip locked
+        ), reads as materialized (
+            select id from distributions
+            where next_check_at <= now() and cloudfront_id is not null
+              and id not in (select id from waits)
+            order by next_check_at
+            limit (select reads from budget) - (select count(*) from waits)
+            for update skip locked
+        ), creates as materialized (
+            select id from distributions
+            where next_check_at <= now() and cloudfront_id is null
+              and status not in ('failed', 'deleted') and (intent = 'keep' or create_attempted)
+            order by next_check_at
+            limit least((select creates from budget),
+                        $1 - (select count(*) from waits) - (select count(*) from reads))
+            for update skip locked
+        ), no_calls as materialized (
+            select id from distributions
+            where next_check_at <= now() and cloudfront_id is null
+              and not (status not in ('failed', 'deleted') and (intent = 'keep' or create_attempted))
+            order by next_check_at
+            limit $1 - (select count(*) from waits) - (select count(*) from reads)
+                     - (select count(*) from creates)
+            for update skip locked
+        ), due as (
+            select id, 'read' as token from waits
+            union all select id, 'read' from reads
+            union all select id, 'mutating' from creates
+            union all select id, null from no_calls
+        ), read_taken as (
+            update cloudfront_rate_limits
+            set tokens = least($5, tokens + greatest(0, extract(epoch from now() - refilled_at)::float8)
+                                            * coalesce(rate, $4))
+                         - (select count(*) from due where token = 'read'),
+                rate = greatest($6, least($4, coalesce(rate, $4)
+                    + $7 * greatest(0, extract(epoch from now() - refilled_at)::float8))),
+                refilled_at = greatest(refilled_at, now())
+            where bucket = 'read' and $3
+        ), mutating_taken as (
+            update cloudfront_rate_limits
+            set tokens = least($10, tokens + greatest(0, extract(epoch from now() - refilled_at)::float8)
+                                             * coalesce(rate, $9))
+                         - (select count(*) from due where token = 'mutating'),
+                rate = greatest($11, least($9, coalesce(rate, $9)
+                    + $12 * greatest(0, extract(epoch from now() - refilled_at)::float8))),
+                refilled_at = greatest(refilled_at, now())
+            where bucket = 'mutating' and $8
+        )
+        -- The planner cannot tell how few rows the CTEs return, and a join with them
+        -- would scan the table; an array of ids is looked up by primary key.
+        update distributions d
+        set next_check_at = now() + make_interval(secs => $2),
+            lease_token = d.lease_token + 1
+        where d.id = any(array(select id from due))
+        returning d.*, now() as "db_now?"
+        "#,
+        limit,
+        request.lease_seconds,
+        read.limited,
+        read.rate,
+        read.burst,
+        read.floor,
+        read.increase_per_second,
+        mutating.limited,
+        mutating.rate,
+        mutating.burst,
+        mutating.floor,
+        mutating.increase_per_second,
+        request.prioritize_waits,
+    )
+    .fetch_all(executor)
+    .await?;
+
+    let mut claimed = parse_claimed(records);
+    for claim in &mut claimed {
+        claim.token = first_call_bucket(&claim.row);
     }
     Ok(claimed)
 }
 
-/// Seconds until the next row comes due (negative when one is overdue), or `None` when no
-/// row is waiting: one probe of the due index, measured on the database's clock.
-pub async fn seconds_until_next_due(
+/// Returns the bucket the claim took a token from for `row`, by the same classes as the
+/// SQL of [`claim_within_budget`]. A row with a CloudFront id starts with a read. One
+/// without starts with a create, unless it is finished or should go before any create was
+/// sent.
+fn first_call_bucket(row: &Distribution) -> Option<Bucket> {
+    if row.cloudfront_id.is_some() {
+        return Some(Bucket::Read);
+    }
+    let finished = matches!(row.status, Status::Failed | Status::Deleted);
+    let needs_create = !row.intent.wants_disabled() || row.create_attempted;
+    (!finished && needs_create).then_some(Bucket::Mutating)
+}
+
+/// When rows come due and when the buckets next hold a token, as one probe reads them.
+/// Seconds on the database's clock; negative when a row is overdue.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Outlook {
+    /// The next row with a CloudFront id (it starts with a read), if any is queued.
+    pub next_read_due: Option<f64>,
+    /// The next row without one (a create, or no call), if any is queued.
+    pub next_other_due: Option<f64>,
+    /// Seconds until the read bucket has a whole token: 0 when it has one or is unlimited.
+    pub read_token_in: f64,
+    /// The same for the mutating bucket.
+    pub mutating_token_in: f64,
+}
+
+impl Outlook {
+    /// Returns the seconds until a claim would take a row (0 or less: now), or `None` when
+    /// no row is queued. A due row counts only once its bucket has a token, so a claim loop
+    /// that sleeps this long neither spins on rows it cannot pay for nor misses a row due
+    /// at a known time.
+    pub fn seconds_until_claimable(&self) -> Option<f64> {
+        let read = self.next_read_due.map(|due| due.max(self.read_token_in));
+        let other = self
+            .next_other_due
+            .map(|due| due.max(self.mutating_token_in));
+        match (read, other) {
+            (Some(read), Some(other)) => Some(read.min(other)),
+            (read, other) => read.or(other),
+        }
+    }
+}
+
+/// Reads the [`Outlook`] in one statement: two probes of the due indexes and, for limited
+/// buckets, their token rows (read without locking them).
+pub async fn outlook(
     executor: impl PgExecutor<'_>,
-) -> Result<Option<f64>, StoreError> {
-    let seconds = sqlx::query_scalar!(
+    rate_limits: &RateLimitSettings,
+) -> Result<Outlook, StoreError> {
+    let read = BucketParams::new(rate_limits.read, rate_limits);
+    let mutating = BucketParams::new(rate_limits.mutating, rate_limits);
+    let row = sqlx::query!(
         r#"
-        select extract(epoch from min(next_check_at) - now())::float8
-        from distributions
-        where next_check_at is not null
-        "#
+        select
+            (select extract(epoch from min(next_check_at) - now())::float8
+             from distributions
+             where next_check_at is not null and cloudfront_id is not null) as next_read_due,
+            (select extract(epoch from min(next_check_at) - now())::float8
+             from distributions
+             where next_check_at is not null and cloudfront_id is null) as next_other_due,
+            (select greatest(0, (1 - least($2, tokens
+                    + greatest(0, extract(epoch from now() - refilled_at)::float8)
+                      * coalesce(rate, $1))) / coalesce(rate, $1))
+             from cloudfront_rate_limits
+             where bucket = 'read' and $3) as read_token_in,
+            (select greatest(0, (1 - least($5, tokens
+                    + greatest(0, extract(epoch from now() - refilled_at)::float8)
+                      * coalesce(rate, $4))) / coalesce(rate, $4))
+             from cloudfront_rate_limits
+             where bucket = 'mutating' and $6) as mutating_token_in
+        "#,
+        read.rate,
+        read.burst,
+        read.limited,
+        mutating.rate,
+        mutating.burst,
+        mutating.limited,
     )
     .fetch_one(executor)
     .await?;
-    Ok(seconds)
+    Ok(Outlook {
+        next_read_due: row.next_read_due,
+        next_other_due: row.next_other_due,
+        read_token_in: row.read_token_in.unwrap_or(0.0),
+        mutating_token_in: row.mutating_token_in.unwrap_or(0.0),
+    })
 }
 
 /// Everything a check learned, written back under the lease it claimed with.
@@ -366,4 +615,47 @@ pub async fn release(
     .execute(executor)
     .await?;
     Ok(result.rows_affected())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Outlook;
+
+    #[test]
+    fn outlook_empty_queue_is_none() {
+        assert_eq!(Outlook::default().seconds_until_claimable(), None);
+    }
+
+    #[test]
+    fn outlook_due_row_waits_for_its_token() {
+        let outlook = Outlook {
+            next_read_due: Some(-5.0),
+            read_token_in: 0.2,
+            ..Outlook::default()
+        };
+        assert_eq!(outlook.seconds_until_claimable(), Some(0.2));
+    }
+
+    #[test]
+    fn outlook_other_bucket_token_does_not_count() {
+        // A mutating token does not make a due read claimable.
+        let outlook = Outlook {
+            next_read_due: Some(-1.0),
+            read_token_in: 0.5,
+            mutating_token_in: 0.0,
+            ..Outlook::default()
+        };
+        assert_eq!(outlook.seconds_until_claimable(), Some(0.5));
+    }
+
+    #[test]
+    fn outlook_earliest_class_wins() {
+        let outlook = Outlook {
+            next_read_due: Some(30.0),
+            next_other_due: Some(-1.0),
+            read_token_in: 0.0,
+            mutating_token_in: 2.0,
+        };
+        assert_eq!(outlook.seconds_until_claimable(), Some(2.0));
+    }
 }

@@ -69,6 +69,18 @@ impl Default for RateLimitSettings {
     }
 }
 
+/// Calls per second at or above which a bucket counts as unlimited: it is not kept in
+/// Postgres and no call takes a token from it. CloudFront's own limits are far lower, so only
+/// benchmarks and tests configure such rates.
+pub const UNLIMITED_RATE: f64 = 10_000.0;
+
+impl BucketLimit {
+    /// Returns whether the bucket is effectively unlimited (see [`UNLIMITED_RATE`]).
+    pub fn is_unlimited(&self) -> bool {
+        self.rate_per_second >= UNLIMITED_RATE
+    }
+}
+
 impl RateLimitSettings {
     pub fn limit(&self, bucket: Bucket) -> BucketLimit {
         match bucket {

@@ -44,18 +44,22 @@ pub struct Pacing {
     budget: Duration,
     call_timeout: Duration,
     early_in_wait: bool,
+    /// A token the claim already took for the first call from this bucket, until spent.
+    prepaid: Option<Bucket>,
 }
 
 impl Pacing {
     /// Starts the budget of a check claimed now. `early_in_wait` marks a row whose wait
-    /// is still too young for completion to be likely.
-    pub fn start(context: &WorkerContext, early_in_wait: bool) -> Self {
+    /// is still too young for completion to be likely. `prepaid` is the bucket of the token
+    /// the claim took for this check, if any.
+    pub fn start(context: &WorkerContext, early_in_wait: bool, prepaid: Option<Bucket>) -> Self {
         let budget = check_timeout(context.settings.lease);
         Pacing {
             deadline: Instant::now() + budget,
             budget,
             call_timeout: context.cloudfront.call_timeout(),
             early_in_wait,
+            prepaid,
         }
     }
 
@@ -66,8 +70,11 @@ impl Pacing {
     /// quantile of its kind of wait under the adaptive schedule, and otherwise fewer than
     /// [`EARLY_RECHECKS`] rechecks so far. Every other call may queue for a token up to the
     /// configured maximum wait, so mutating calls and rows likely to have finished go first.
+    ///
+    /// No token is taken for a call from an effectively unlimited bucket, nor for the first
+    /// call from the bucket the claim already paid.
     pub async fn admit(
-        &self,
+        &mut self,
         context: &WorkerContext,
         row: &Distribution,
         status: Status,
@@ -82,6 +89,13 @@ impl Pacing {
         if remaining < needed {
             info!(distribution.id = %row.id, remaining_seconds = remaining.as_secs_f64(), "check is out of time before its lease ends; rechecking shortly");
             return Ok(Admission::Later(settings.delays.confirm));
+        }
+        if settings.rate_limits.limit(bucket).is_unlimited() {
+            return Ok(Admission::Go);
+        }
+        if self.prepaid == Some(bucket) {
+            self.prepaid = None;
+            return Ok(Admission::Go);
         }
 
         let early_read = *action == Action::Read

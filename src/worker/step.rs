@@ -53,7 +53,7 @@ pub async fn check(context: &WorkerContext, claimed: Claimed) -> Result<Outcome,
         Some(window) => !window.is_likely_done(elapsed),
         None => row.checks < super::pacing::EARLY_RECHECKS,
     };
-    let pacing = Pacing::start(context, early_in_wait);
+    let mut pacing = Pacing::start(context, early_in_wait, claimed.token);
     let mut deferred_for = None;
 
     let final_decision = loop {

@@ -9,6 +9,7 @@ mod adversarial;
 mod api_contract;
 mod auth;
 mod bad_input;
+mod budget;
 mod contract;
 mod end_to_end;
 mod failure_modes;
