@@ -178,7 +178,7 @@ async fn delete_bumps_lease_token() {
     app.stop().await;
 }
 
-/// A write-back that sets `status` and changes nothing else the API shows.
+/// Builds a write-back that sets `status` and changes nothing else the API shows.
 fn result_with_status(status: Status, reason: &str) -> WriteBack {
     WriteBack {
         status,
@@ -328,7 +328,7 @@ async fn write_back_queue_isolates_bad_row() {
     let (stale_id, stale_token) = rows[1];
     let stale_before = row_state(&app.pool, stale_id).await;
 
-    // Another live row already holds this CloudFront id, so the unique index rejects the
+    // Another live row already has this CloudFront id, so the unique index rejects the
     // bad row's write-back and with it any statement it shares.
     sqlx::query("update distributions set cloudfront_id = 'ETAKEN' where id = $1")
         .bind(rows[2].0)
