@@ -368,89 +368,188 @@ pub async fn write_back(
     lease_token: i64,
     update: &WriteBack,
 ) -> Result<bool, StoreError> {
-    let (error_code, error_message) = update.error.clone().unzip();
+    let written = write_back_many(executor, &[(id, lease_token, update)]).await?;
+    Ok(written.contains(&id))
+}
+
+/// Writes the results of several checks in one statement, each fenced by its own lease
+/// token exactly as [`write_back`] fences one, and returns the ids of the rows written. A
+/// row whose lease was lost is left alone without affecting the others.
+///
+/// Rows are locked in id order, so two batches that share rows (possible only when a lease
+/// ran out under a slow check) wait for each other instead of deadlocking. Each id should
+/// appear once: for a repeated id at most the entry holding the current token is written.
+pub async fn write_back_many(
+    executor: impl PgExecutor<'_>,
+    entries: &[(Uuid, i64, &WriteBack)],
+) -> Result<Vec<Uuid>, StoreError> {
+    let columns = WriteBackColumns::from_entries(entries);
     let written = sqlx::query_scalar!(
         r#"
-        with previous as (
+        with input as (
+            select *
+            from unnest($1::uuid[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::text[],
+                        $7::text[], $8::text[], $9::text[], $10::bool[], $11::float8[],
+                        $12::int4[], $13::int4[], $14::bool[], $15::bool[], $16::int4[],
+                        $17::text[], $18::text[], $19::bool[], $20::bool[], $21::int4[],
+                        $22::text[])
+                as input(id, lease_token, status, reason, cloudfront_id, arn, domain_name,
+                         etag, cloudfront_status, cloudfront_enabled, next_check_in, failures,
+                         checks, wait_started, disable_confirmed, enabled_reads, error_code,
+                         error_message, overdue, create_attempted, applied_spec_version,
+                         update_etag)
+        ), previous as (
             -- True when a field the API shows changes. Only then do the version (the
             -- ETag) and updated_at change, so a recheck that learns nothing new leaves
             -- both alone.
-            select id, status, last_error_code, last_error_message,
-                   status <> $3::text
-                   or $17::text is distinct from null
-                      and ($17::text, $18::text) is distinct from (last_error_code, last_error_message)
-                   or overdue <> $19::bool
-                   or coalesce($5::text, cloudfront_id) is distinct from cloudfront_id
-                   or coalesce($6::text, arn) is distinct from arn
-                   or coalesce($7::text, domain_name) is distinct from domain_name
-                   or coalesce($9::text, cloudfront_status) is distinct from cloudfront_status
-                   or coalesce($10::bool, cloudfront_enabled) is distinct from cloudfront_enabled
+            select input.*, d.status as from_status,
+                   d.status <> input.status
+                   or input.error_code is distinct from null
+                      and (input.error_code, input.error_message)
+                          is distinct from (d.last_error_code, d.last_error_message)
+                   or d.overdue <> input.overdue
+                   or coalesce(input.cloudfront_id, d.cloudfront_id) is distinct from d.cloudfront_id
+                   or coalesce(input.arn, d.arn) is distinct from d.arn
+                   or coalesce(input.domain_name, d.domain_name) is distinct from d.domain_name
+                   or coalesce(input.cloudfront_status, d.cloudfront_status)
+                      is distinct from d.cloudfront_status
+                   or coalesce(input.cloudfront_enabled, d.cloudfront_enabled)
+                      is distinct from d.cloudfront_enabled
                    as visible_change
-            from distributions
-            where id = $1 and lease_token = $2
-            for update
+            from distributions d
+            join input on input.id = d.id and input.lease_token = d.lease_token
+            order by d.id
+            for update of d
         ), updated as (
             update distributions d
-            set status = $3,
-                cloudfront_id = coalesce($5, d.cloudfront_id),
-                arn = coalesce($6, d.arn),
-                domain_name = coalesce($7, d.domain_name),
-                etag = coalesce($8, d.etag),
-                cloudfront_status = coalesce($9, d.cloudfront_status),
-                cloudfront_enabled = coalesce($10, d.cloudfront_enabled),
-                next_check_at = case when $11::float8 is null then null
-                                     else now() + make_interval(secs => $11) end,
-                failures = $12,
-                checks = $13,
-                waiting_since = case when $14 then now() else d.waiting_since end,
-                disable_confirmed = $15,
-                enabled_reads = $16,
-                last_error_code = coalesce($17, d.last_error_code),
-                last_error_message = coalesce($18, d.last_error_message),
-                last_error_at = case when $17::text is null then d.last_error_at else now() end,
-                overdue = $19,
-                create_attempted = d.create_attempted or $20,
-                applied_spec_version = greatest(d.applied_spec_version, coalesce($21, 0)),
-                update_etag = $22,
-                deleted_at = case when $3 = 'deleted' then coalesce(d.deleted_at, now())
+            set status = p.status,
+                cloudfront_id = coalesce(p.cloudfront_id, d.cloudfront_id),
+                arn = coalesce(p.arn, d.arn),
+                domain_name = coalesce(p.domain_name, d.domain_name),
+                etag = coalesce(p.etag, d.etag),
+                cloudfront_status = coalesce(p.cloudfront_status, d.cloudfront_status),
+                cloudfront_enabled = coalesce(p.cloudfront_enabled, d.cloudfront_enabled),
+                next_check_at = case when p.next_check_in is null then null
+                                     else now() + make_interval(secs => p.next_check_in) end,
+                failures = p.failures,
+                checks = p.checks,
+                waiting_since = case when p.wait_started then now() else d.waiting_since end,
+                disable_confirmed = p.disable_confirmed,
+                enabled_reads = p.enabled_reads,
+                last_error_code = coalesce(p.error_code, d.last_error_code),
+                last_error_message = coalesce(p.error_message, d.last_error_message),
+                last_error_at = case when p.error_code is null then d.last_error_at else now() end,
+                overdue = p.overdue,
+                create_attempted = d.create_attempted or p.create_attempted,
+                applied_spec_version = greatest(d.applied_spec_version,
+                                                coalesce(p.applied_spec_version, 0)),
+                update_etag = p.update_etag,
+                deleted_at = case when p.status = 'deleted' then coalesce(d.deleted_at, now())
                                   else d.deleted_at end,
-                version = d.version + case when previous.visible_change then 1 else 0 end,
-                updated_at = case when previous.visible_change then now() else d.updated_at end
-            from previous
-            where d.id = previous.id
-            returning d.id, previous.status as from_status, d.status as to_status
+                version = d.version + case when p.visible_change then 1 else 0 end,
+                updated_at = case when p.visible_change then now() else d.updated_at end
+            from previous p
+            where d.id = p.id
+            returning d.id, p.from_status, d.status as to_status, p.reason
         ), event as (
             insert into distribution_events (distribution_id, from_status, to_status, reason)
-            select id, from_status, to_status, $4 from updated where from_status <> to_status
+            select id, from_status, to_status, reason from updated where from_status <> to_status
         )
-        select count(*) as "count!" from updated
+        select id as "id!" from updated
         "#,
-        id,
-        lease_token,
-        update.status.as_str(),
-        update.reason,
-        update.cloudfront_id,
-        update.arn,
-        update.domain_name,
-        update.etag,
-        update.cloudfront_status,
-        update.cloudfront_enabled,
-        update.next_check_in,
-        update.failures,
-        update.checks,
-        update.wait_started,
-        update.disable_confirmed,
-        update.enabled_reads,
-        error_code,
-        error_message,
-        update.overdue,
-        update.create_attempted,
-        update.applied_spec_version,
-        update.update_etag,
+        &columns.ids,
+        &columns.lease_tokens,
+        &columns.statuses as &[&str],
+        &columns.reasons as &[&str],
+        &columns.cloudfront_ids as &[Option<&str>],
+        &columns.arns as &[Option<&str>],
+        &columns.domain_names as &[Option<&str>],
+        &columns.etags as &[Option<&str>],
+        &columns.cloudfront_statuses as &[Option<&str>],
+        &columns.cloudfront_enabled as &[Option<bool>],
+        &columns.next_check_ins as &[Option<f64>],
+        &columns.failures,
+        &columns.checks,
+        &columns.wait_started,
+        &columns.disable_confirmed,
+        &columns.enabled_reads,
+        &columns.error_codes as &[Option<&str>],
+        &columns.error_messages as &[Option<&str>],
+        &columns.overdue,
+        &columns.create_attempted,
+        &columns.applied_spec_versions as &[Option<i32>],
+        &columns.update_etags as &[Option<&str>],
     )
-    .fetch_one(executor)
+    .fetch_all(executor)
     .await?;
-    Ok(written == 1)
+    Ok(written)
+}
+
+/// The fields of a batch of write-backs, one array per column, for `unnest`.
+#[derive(Default)]
+struct WriteBackColumns<'a> {
+    ids: Vec<Uuid>,
+    lease_tokens: Vec<i64>,
+    statuses: Vec<&'a str>,
+    reasons: Vec<&'a str>,
+    cloudfront_ids: Vec<Option<&'a str>>,
+    arns: Vec<Option<&'a str>>,
+    domain_names: Vec<Option<&'a str>>,
+    etags: Vec<Option<&'a str>>,
+    cloudfront_statuses: Vec<Option<&'a str>>,
+    cloudfront_enabled: Vec<Option<bool>>,
+    next_check_ins: Vec<Option<f64>>,
+    failures: Vec<i32>,
+    checks: Vec<i32>,
+    wait_started: Vec<bool>,
+    disable_confirmed: Vec<bool>,
+    enabled_reads: Vec<i32>,
+    error_codes: Vec<Option<&'a str>>,
+    error_messages: Vec<Option<&'a str>>,
+    overdue: Vec<bool>,
+    create_attempted: Vec<bool>,
+    applied_spec_versions: Vec<Option<i32>>,
+    update_etags: Vec<Option<&'a str>>,
+}
+
+impl<'a> WriteBackColumns<'a> {
+    fn from_entries(entries: &[(Uuid, i64, &'a WriteBack)]) -> Self {
+        let mut columns = WriteBackColumns::default();
+        for &(id, lease_token, update) in entries {
+            columns.ids.push(id);
+            columns.lease_tokens.push(lease_token);
+            columns.statuses.push(update.status.as_str());
+            columns.reasons.push(&update.reason);
+            columns.cloudfront_ids.push(update.cloudfront_id.as_deref());
+            columns.arns.push(update.arn.as_deref());
+            columns.domain_names.push(update.domain_name.as_deref());
+            columns.etags.push(update.etag.as_deref());
+            columns
+                .cloudfront_statuses
+                .push(update.cloudfront_status.as_deref());
+            columns.cloudfront_enabled.push(update.cloudfront_enabled);
+            columns.next_check_ins.push(update.next_check_in);
+            columns.failures.push(update.failures);
+            columns.checks.push(update.checks);
+            columns.wait_started.push(update.wait_started);
+            columns.disable_confirmed.push(update.disable_confirmed);
+            columns.enabled_reads.push(update.enabled_reads);
+            let (error_code, error_message) = update
+                .error
+                .as_ref()
+                .map(|(code, message)| (code.as_str(), message.as_str()))
+                .unzip();
+            columns.error_codes.push(error_code);
+            columns.error_messages.push(error_message);
+            columns.overdue.push(update.overdue);
+            columns.create_attempted.push(update.create_attempted);
+            columns
+                .applied_spec_versions
+                .push(update.applied_spec_version);
+            columns.update_etags.push(update.update_etag.as_deref());
+        }
+        columns
+    }
 }
 
 /// Records, under the lease, a status change made before a call (so the history shows

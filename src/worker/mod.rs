@@ -6,6 +6,7 @@ pub mod learned;
 pub mod observe;
 pub mod pacing;
 pub mod step;
+pub mod write_back;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -89,6 +90,8 @@ pub struct WorkerContext {
     pub settings: WorkerSettings,
     /// The wait durations the adaptive schedule has learned.
     pub learned: learned::LearnedCache,
+    /// Batches the checks' fenced write-backs into shared statements.
+    pub write_backs: write_back::WriteBackQueue,
 }
 
 /// How long a notification is left to gather others before the loop claims, so a burst
@@ -123,6 +126,7 @@ impl Worker {
     pub fn new(pool: PgPool, cloudfront: CloudFront, settings: WorkerSettings) -> Self {
         Worker {
             context: Arc::new(WorkerContext {
+                write_backs: write_back::WriteBackQueue::new(pool.clone()),
                 pool,
                 cloudfront,
                 settings,

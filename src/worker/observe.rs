@@ -5,7 +5,7 @@ use tracing::Span;
 
 use crate::lifecycle::Status;
 use crate::store::Distribution;
-use crate::store::claims::{Claimed, WriteBack};
+use crate::store::claims::Claimed;
 
 /// The span a check runs in, so every line it logs names the row and its owner.
 pub fn check_span(claimed: &Claimed) -> Span {
@@ -24,18 +24,25 @@ pub fn check_span(claimed: &Claimed) -> Span {
 /// succeed, both on the database's clock. The detection lag is an upper bound: CloudFront
 /// finished somewhere between the previous check, which saw `InProgress` (the row's
 /// `updated_at`), and the check that sent DeleteDistribution (`claimed_at`).
-pub fn record_write_back(row: &Distribution, update: &WriteBack, claimed_at: DateTime<Utc>) {
-    if update.status == row.status {
+///
+/// `status` is the status written and `error_code` the code of the error it recorded, if any.
+pub fn record_write_back(
+    row: &Distribution,
+    status: Status,
+    error_code: Option<String>,
+    claimed_at: DateTime<Utc>,
+) {
+    if status == row.status {
         return;
     }
     // Only final statuses: a status set before a call (disabling, deleting) is written by
     // another query, so counting intermediate steps here would miss some of them.
-    if update.status.is_final() {
-        metrics::counter!("cloudfront_lifecycle_settled_total", "status" => update.status.as_str())
+    if status.is_final() {
+        metrics::counter!("cloudfront_lifecycle_settled_total", "status" => status.as_str())
             .increment(1);
     }
 
-    match update.status {
+    match status {
         Status::Deleted => {
             if let Some(requested) = row.delete_requested_at {
                 metrics::histogram!("cloudfront_lifecycle_deletion_duration_seconds")
@@ -47,10 +54,7 @@ pub fn record_write_back(row: &Distribution, update: &WriteBack, claimed_at: Dat
             }
         }
         Status::Failed => {
-            let code = update
-                .error
-                .as_ref()
-                .map_or_else(|| "unknown".to_owned(), |(code, _)| code.clone());
+            let code = error_code.unwrap_or_else(|| "unknown".to_owned());
             metrics::counter!("cloudfront_lifecycle_failed_total", "code" => code).increment(1);
         }
         _ => {}

@@ -228,11 +228,13 @@ pub async fn check(context: &WorkerContext, claimed: Claimed) -> Result<Outcome,
     }
     log_outcome(id, &row, &state, &final_decision, &update);
 
-    let written = claims::write_back(&context.pool, id, lease_token, &update).await?;
+    let status = update.status;
+    let error_code = update.error.as_ref().map(|(code, _)| code.clone());
+    let written = context.write_backs.write(id, lease_token, update).await?;
     if !written {
         return drop_result(context, &row, &state).await;
     }
-    super::observe::record_write_back(&row, &update, claimed.claimed_at);
+    super::observe::record_write_back(&row, status, error_code, claimed.claimed_at);
     Ok(Outcome::Written)
 }
 
