@@ -448,6 +448,10 @@ fn backoff(first: Duration, factor: f64, max: Duration, checks: u32) -> Duration
 /// The adaptive delay for a wait `elapsed` old: up to the low quantile, then every `dense`,
 /// then past the high quantile a delay of a quarter of the time spent past it, at least
 /// `dense` and at most `max`. Jittered by plus or minus 5%.
+///
+/// A check that the jitter placed up to 5% before the low quantile counts as the first
+/// check in the window, so it is followed by a dense delay rather than by one more check a
+/// few seconds later at the low quantile itself.
 fn adaptive(
     dense: Duration,
     max: Duration,
@@ -456,7 +460,8 @@ fn adaptive(
     jitter: f64,
 ) -> Duration {
     let dense = dense.min(max);
-    let planned = if elapsed < window.low {
+    let window_opens = window.low.mul_f64(1.0 - ADAPTIVE_JITTER / 2.0);
+    let planned = if elapsed < window_opens {
         window.low - elapsed
     } else if elapsed < window.high {
         dense

@@ -1704,8 +1704,18 @@ fn adaptive_first_check_at_low_quantile() {
         "30 s in",
     );
     assert_close(
+        adaptive_delay_at(&schedule, learned, 113.0, 1),
+        seconds(7.0),
+        "more than 5% before low",
+    );
+    assert_close(
+        adaptive_delay_at(&schedule, learned, 114.5, 1),
+        seconds(12.0),
+        "a first check jittered to less than 5% before low is dense from there",
+    );
+    assert_close(
         adaptive_delay_at(&schedule, learned, 119.5, 1),
-        seconds(0.5),
+        seconds(12.0),
         "just before low",
     );
 }
