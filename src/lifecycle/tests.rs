@@ -1878,12 +1878,12 @@ fn learned_window_likely_from_low() {
 fn percentile_disc(values: &[f64], quantile: f64) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
-    // Less a hair, because 0.97 * 100 is 97.00000000000001 in floating point.
+    // Subtract a little, because 0.97 * 100 is 97.00000000000001 in floating point.
     let position = (quantile * sorted.len() as f64 - 1e-9).ceil().max(1.0) as usize;
     sorted[position - 1]
 }
 
-/// A deterministic spread of durations: `count` values from 100 s up, unevenly spaced.
+/// Returns `count` distinct durations from 100 s up, unevenly spaced and out of order.
 fn spread(count: usize) -> Vec<f64> {
     (0..count)
         .map(|index| 100.0 + ((index * 37) % count) as f64 * 3.5 + (index % 3) as f64 * 0.25)
@@ -1962,8 +1962,8 @@ fn product_limit_censoring_raises_quantiles() {
 
 #[test]
 fn product_limit_censoring_after_last_end() {
-    // Open waits older than every finished one change no step before them: each step's
-    // share is still ended / at risk, with the open waits at risk everywhere.
+    // Open waits older than every finished one are at risk at every step, and the share
+    // they leave after the last end is what the estimate cannot place.
     let finished: Vec<f64> = (1..=100).map(f64::from).collect();
     let steps = sample(&finished, &[500.0, 600.0]).steps;
 
@@ -1979,7 +1979,8 @@ fn product_limit_censoring_after_last_end() {
 
 #[test]
 fn product_limit_open_younger_than_all_ends() {
-    // Waits that started a moment ago say nothing about durations longer than their age.
+    // Waits that started a moment ago are at risk only before every finished duration, so
+    // they change no step.
     let finished = spread(300);
     let open = vec![5.0; 10_000];
 
