@@ -1,15 +1,16 @@
 //! When a waiting row is looked at again.
 //!
 //! A deploy or disable usually finishes in a few minutes and occasionally takes 40 or more.
-//! The adaptive schedule (the default) learns from the waits this account has finished how
-//! long they take: it skips the stretch where completion is unlikely, checks densely while
-//! completion is likely, and spaces out geometrically for the rare long wait. Until enough
-//! waits have been seen it falls back to a geometric backoff from one second. Failed calls
-//! back off exponentially; throttled calls wait a fixed, jittered while.
+//! The adaptive schedule (the default) learns how long this account's waits take from the
+//! waits it has finished and the ones still open. It skips the stretch where completion is
+//! unlikely, checks densely while completion is likely, and spaces out geometrically for the
+//! rare long wait. Until enough waits have finished it falls back to a geometric backoff from
+//! one second. Failed calls back off exponentially; throttled calls wait a fixed, jittered
+//! while.
 
 use std::time::Duration;
 
-use super::Wait;
+use super::{Status, Wait};
 
 /// The shortest recheck delay a schedule may name: a millisecond, so a typo cannot turn the
 /// worker into a busy loop against CloudFront.
@@ -28,18 +29,20 @@ pub const ESTIMATE_SPAN: Duration = ADAPTIVE_DENSE;
 /// [`ADAPTIVE_FALLBACK`].
 pub const MIN_OBSERVATIONS: i64 = 20;
 
-/// The quantile of finished waits before which the adaptive schedule does not check: about
+/// The quantile of wait durations before which the adaptive schedule does not check: about
 /// one wait in 33 finishes earlier and is seen late.
 pub const LOW_QUANTILE: f64 = 0.03;
 
-/// The quantile of finished waits after which the adaptive schedule spaces its checks out.
+/// The quantile of wait durations after which the adaptive schedule spaces its checks out.
 pub const HIGH_QUANTILE: f64 = 0.97;
 
 /// Growth of the delay past the high quantile: each delay is this fraction of the time
 /// already spent past it, so delays grow by a factor of 1.25 from one check to the next.
-/// Slow growth matters because the learned high quantile runs low while long waits are
-/// still open (they are not observations yet).
 const TAIL_FRACTION: f64 = 0.25;
+
+/// Slack when comparing an estimated survival with a quantile's level, so that rounding in
+/// the product (0.97 computed as 0.970000001) does not move a quantile by one observation.
+const SURVIVAL_TOLERANCE: f64 = 1e-9;
 
 /// Relative jitter of adaptive delays (plus or minus 5%), so rows that started waiting
 /// together do not stay in step.
@@ -173,9 +176,19 @@ impl WaitKind {
             WaitKind::Disable => "disable",
         }
     }
+
+    /// Returns the kind of wait a row in `status` is in, or `None` when it is not waiting for
+    /// Deployed.
+    pub fn of_status(status: Status) -> Option<WaitKind> {
+        match status {
+            Status::Deploying | Status::Updating => Some(WaitKind::Deploy),
+            Status::Disabling => Some(WaitKind::Disable),
+            _ => None,
+        }
+    }
 }
 
-/// The stretch of a wait in which recent waits of its kind finished: from the low to the
+/// The stretch of a wait in which waits of its kind are likely to finish: from the low to the
 /// high quantile of their durations.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LearnedWindow {
@@ -199,10 +212,142 @@ impl LearnedWindow {
         })
     }
 
+    /// Estimates the window from finished and open waits of one kind, or returns `None` when
+    /// fewer than [`MIN_OBSERVATIONS`] waits have finished or none of the steps is usable.
+    ///
+    /// Both quantiles come from the product-limit estimate ([`product_limit_quantile`]), so a
+    /// wait still open counts as one that lasted at least its age. When so many waits are
+    /// open that the high quantile is not reached yet, nothing is known about where the last
+    /// 3% end. The window then reaches to the oldest open wait, so every wait is checked
+    /// densely at least up to the age the oldest one has reached. When even the low quantile
+    /// is not reached, the longest finished wait is used: fewer than 3% end before it, so the
+    /// first check there is no later than the estimate would place it.
+    pub fn estimate(sample: &WaitSample) -> Option<Self> {
+        if sample.finished < MIN_OBSERVATIONS {
+            return None;
+        }
+        let longest_finished = sample
+            .steps
+            .iter()
+            .filter(|step| step.is_usable())
+            .map(|step| step.seconds)
+            .fold(None, |longest: Option<f64>, seconds| {
+                Some(longest.map_or(seconds, |longest| longest.max(seconds)))
+            })?;
+        let oldest_open = sample
+            .oldest_open
+            .filter(|seconds| seconds.is_finite() && *seconds >= 0.0)
+            .unwrap_or(0.0);
+
+        let low = product_limit_quantile(&sample.steps, LOW_QUANTILE).unwrap_or(longest_finished);
+        let high = product_limit_quantile(&sample.steps, HIGH_QUANTILE)
+            .unwrap_or_else(|| longest_finished.max(oldest_open));
+        Self::from_quantiles(sample.finished, low, high)
+    }
+
     /// Returns whether a wait this old is past the point where completion becomes likely.
     pub fn is_likely_done(&self, elapsed: Duration) -> bool {
         elapsed >= self.low
     }
+}
+
+/// One distinct duration at which finished waits ended, with the number of waits at risk
+/// there: the product-limit estimator's input, which the store computes in SQL.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SurvivalStep {
+    /// The duration, in seconds from the start of the wait.
+    pub seconds: f64,
+    /// Finished waits that lasted exactly this long.
+    pub ended: i64,
+    /// Waits, finished or still open, that lasted at least this long.
+    pub at_risk: i64,
+}
+
+impl SurvivalStep {
+    fn is_usable(&self) -> bool {
+        self.seconds.is_finite() && self.seconds >= 0.0 && self.ended > 0 && self.at_risk > 0
+    }
+}
+
+/// Finished and open waits of one kind, summarized for [`LearnedWindow::estimate`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WaitSample {
+    /// One step per distinct finished duration, in any order.
+    pub steps: Vec<SurvivalStep>,
+    /// Finished waits in the sample; [`MIN_OBSERVATIONS`] applies to this count.
+    pub finished: i64,
+    /// The age in seconds of the oldest wait still open, if any is open.
+    pub oldest_open: Option<f64>,
+}
+
+impl WaitSample {
+    /// Builds a sample from the durations of finished waits and the ages of open ones, in
+    /// seconds. Negative and non-finite values are left out. A wait open exactly as long as
+    /// a finished one lasted counts as at risk at that duration.
+    pub fn from_durations(finished: &[f64], open: &[f64]) -> Self {
+        let usable = |seconds: &&f64| seconds.is_finite() && **seconds >= 0.0;
+        let mut ended: Vec<f64> = finished.iter().filter(usable).copied().collect();
+        let mut open: Vec<f64> = open.iter().filter(usable).copied().collect();
+        ended.sort_by(f64::total_cmp);
+        open.sort_by(f64::total_cmp);
+
+        let mut steps: Vec<SurvivalStep> = Vec::new();
+        for (index, &seconds) in ended.iter().enumerate() {
+            if let Some(last) = steps.last_mut()
+                && last.seconds == seconds
+            {
+                last.ended += 1;
+                continue;
+            }
+            let finished_at_risk = ended.len() - index;
+            let open_at_risk = open.len() - open.partition_point(|age| *age < seconds);
+            steps.push(SurvivalStep {
+                seconds,
+                ended: 1,
+                at_risk: (finished_at_risk + open_at_risk) as i64,
+            });
+        }
+
+        WaitSample {
+            steps,
+            finished: ended.len() as i64,
+            oldest_open: open.last().copied(),
+        }
+    }
+}
+
+/// Estimates the `quantile` (in [0, 1]) of wait durations with the product-limit
+/// (Kaplan-Meier) estimator, in seconds. Returns `None` when the estimate never reaches it:
+/// the waits still open leave too much unknown, or there are no usable steps.
+///
+/// The estimated share of waits lasting longer than t is the product, over the finished
+/// durations d up to t, of 1 - ended(d) / at_risk(d). The quantile is the shortest finished
+/// duration at which that share has fallen to 1 - `quantile` or below. Without open waits
+/// this is the empirical quantile that Postgres's `percentile_disc` returns. Steps with
+/// negative or non-finite durations, or no waits ending or at risk, are skipped, and a
+/// step with more waits ending than at risk counts as all of them ending.
+pub fn product_limit_quantile(steps: &[SurvivalStep], quantile: f64) -> Option<f64> {
+    if !quantile.is_finite() {
+        return None;
+    }
+    let target = 1.0 - quantile.clamp(0.0, 1.0) + SURVIVAL_TOLERANCE;
+
+    let mut usable: Vec<SurvivalStep> = steps
+        .iter()
+        .copied()
+        .filter(SurvivalStep::is_usable)
+        .collect();
+    usable.sort_by(|left, right| left.seconds.total_cmp(&right.seconds));
+
+    let mut survival = 1.0;
+    for step in usable {
+        let ended = step.ended.min(step.at_risk) as f64;
+        survival *= 1.0 - ended / step.at_risk as f64;
+        if survival <= target {
+            return Some(step.seconds);
+        }
+    }
+    None
 }
 
 /// A row's position in its current wait, as the recheck schedule uses it.
@@ -303,6 +448,10 @@ fn backoff(first: Duration, factor: f64, max: Duration, checks: u32) -> Duration
 /// The adaptive delay for a wait `elapsed` old: up to the low quantile, then every `dense`,
 /// then past the high quantile a delay of a quarter of the time spent past it, at least
 /// `dense` and at most `max`. Jittered by plus or minus 5%.
+///
+/// A check that the jitter placed up to 5% before the low quantile counts as the first
+/// check in the window, so it is followed by a dense delay rather than by one more check a
+/// few seconds later at the low quantile itself.
 fn adaptive(
     dense: Duration,
     max: Duration,
@@ -311,7 +460,8 @@ fn adaptive(
     jitter: f64,
 ) -> Duration {
     let dense = dense.min(max);
-    let planned = if elapsed < window.low {
+    let window_opens = window.low.mul_f64(1.0 - ADAPTIVE_JITTER / 2.0);
+    let planned = if elapsed < window_opens {
         window.low - elapsed
     } else if elapsed < window.high {
         dense

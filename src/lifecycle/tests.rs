@@ -1704,8 +1704,18 @@ fn adaptive_first_check_at_low_quantile() {
         "30 s in",
     );
     assert_close(
+        adaptive_delay_at(&schedule, learned, 113.0, 1),
+        seconds(7.0),
+        "more than 5% before low",
+    );
+    assert_close(
+        adaptive_delay_at(&schedule, learned, 114.5, 1),
+        seconds(12.0),
+        "a first check jittered to less than 5% before low is dense from there",
+    );
+    assert_close(
         adaptive_delay_at(&schedule, learned, 119.5, 1),
-        seconds(0.5),
+        seconds(12.0),
         "just before low",
     );
 }
@@ -1861,6 +1871,266 @@ fn learned_window_likely_from_low() {
     assert!(!learned.is_likely_done(seconds(119.0)));
     assert!(learned.is_likely_done(seconds(120.0)));
     assert!(learned.is_likely_done(seconds(1000.0)));
+}
+
+/// The empirical quantile as Postgres's `percentile_disc` returns it: the first value, in
+/// ascending order, whose cumulative share reaches `quantile`.
+fn percentile_disc(values: &[f64], quantile: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    // Subtract a little, because 0.97 * 100 is 97.00000000000001 in floating point.
+    let position = (quantile * sorted.len() as f64 - 1e-9).ceil().max(1.0) as usize;
+    sorted[position - 1]
+}
+
+/// Returns `count` distinct durations from 100 s up, unevenly spaced and out of order.
+fn spread(count: usize) -> Vec<f64> {
+    (0..count)
+        .map(|index| 100.0 + ((index * 37) % count) as f64 * 3.5 + (index % 3) as f64 * 0.25)
+        .collect()
+}
+
+fn sample(finished: &[f64], open: &[f64]) -> schedule::WaitSample {
+    schedule::WaitSample::from_durations(finished, open)
+}
+
+#[test]
+fn product_limit_uncensored_is_empirical() {
+    for count in [1, 2, 20, 33, 100, 300] {
+        let finished = spread(count);
+        let steps = sample(&finished, &[]).steps;
+        for quantile in [0.0, 0.01, 0.03, 0.25, 0.5, 0.9, 0.97, 0.99, 1.0] {
+            assert_eq!(
+                schedule::product_limit_quantile(&steps, quantile),
+                Some(percentile_disc(&finished, quantile)),
+                "{count} waits, quantile {quantile}"
+            );
+        }
+    }
+}
+
+#[test]
+fn product_limit_exact_levels() {
+    // 100 waits of 1..=100 s: the 3rd and 97th percentiles are the 3rd and 97th values, even
+    // though 0.97 is not exact as a product of fractions.
+    let finished: Vec<f64> = (1..=100).map(f64::from).collect();
+    let steps = sample(&finished, &[]).steps;
+
+    assert_eq!(schedule::product_limit_quantile(&steps, 0.03), Some(3.0));
+    assert_eq!(schedule::product_limit_quantile(&steps, 0.97), Some(97.0));
+}
+
+#[test]
+fn product_limit_ties_count_together() {
+    let finished = [10.0, 20.0, 20.0, 20.0, 30.0];
+    let steps = sample(&finished, &[15.0, 20.0]).steps;
+
+    assert_eq!(steps.len(), 3, "one step per distinct duration: {steps:?}");
+    assert_eq!(steps[1].seconds, 20.0);
+    assert_eq!(steps[1].ended, 3);
+    assert_eq!(
+        steps[1].at_risk, 5,
+        "four finished at 20 s or later and one open exactly 20 s"
+    );
+    // Survival: 1 - 1/7 after 10 s, then (6/7) * (1 - 3/5) = 0.343 after 20 s.
+    assert_eq!(schedule::product_limit_quantile(&steps, 0.5), Some(20.0));
+    assert_eq!(schedule::product_limit_quantile(&steps, 0.1), Some(10.0));
+    assert_eq!(schedule::product_limit_quantile(&steps, 0.7), Some(30.0));
+}
+
+#[test]
+fn product_limit_censoring_raises_quantiles() {
+    // 100 finished waits of 1..=100 s and 100 open waits aged 50 s: from 50 s on, half of
+    // the waits at risk are open, so each later end removes a smaller share.
+    let finished: Vec<f64> = (1..=100).map(f64::from).collect();
+    let open = vec![50.0; 100];
+    let censored = sample(&finished, &open).steps;
+    let plain = sample(&finished, &[]).steps;
+
+    assert_eq!(
+        schedule::product_limit_quantile(&censored, 0.03),
+        Some(6.0),
+        "3% of all 200 waits, not of the 100 finished"
+    );
+    let median = schedule::product_limit_quantile(&censored, 0.5).unwrap();
+    let plain_median = schedule::product_limit_quantile(&plain, 0.5).unwrap();
+    assert!(
+        median > plain_median,
+        "median {median} s not above the uncensored {plain_median} s"
+    );
+}
+
+#[test]
+fn product_limit_censoring_after_last_end() {
+    // Open waits older than every finished one are at risk at every step, and the share
+    // they leave after the last end is what the estimate cannot place.
+    let finished: Vec<f64> = (1..=100).map(f64::from).collect();
+    let steps = sample(&finished, &[500.0, 600.0]).steps;
+
+    assert_eq!(steps.last().unwrap().at_risk, 3);
+    assert_eq!(schedule::product_limit_quantile(&steps, 0.5), Some(51.0));
+    assert_eq!(
+        schedule::product_limit_quantile(&steps, 0.99),
+        None,
+        "two open waits of 102 leave 2% unknown past 100 s"
+    );
+    assert_eq!(schedule::product_limit_quantile(&steps, 0.97), Some(99.0));
+}
+
+#[test]
+fn product_limit_open_younger_than_all_ends() {
+    // Waits that started a moment ago are at risk only before every finished duration, so
+    // they change no step.
+    let finished = spread(300);
+    let open = vec![5.0; 10_000];
+
+    assert_eq!(sample(&finished, &open).steps, sample(&finished, &[]).steps);
+}
+
+#[test]
+fn product_limit_skips_garbage() {
+    let step = |seconds, ended, at_risk| schedule::SurvivalStep {
+        seconds,
+        ended,
+        at_risk,
+    };
+    let clean = [step(10.0, 1, 4), step(20.0, 1, 3), step(30.0, 2, 2)];
+    let mut noisy = vec![
+        step(f64::NAN, 1, 4),
+        step(f64::INFINITY, 1, 1),
+        step(-5.0, 1, 9),
+        step(12.0, 0, 3),
+        step(14.0, 1, 0),
+        step(16.0, -2, 3),
+    ];
+    noisy.extend(clean.iter().rev());
+
+    for quantile in [0.1, 0.3, 0.5, 0.8, 1.0] {
+        assert_eq!(
+            schedule::product_limit_quantile(&noisy, quantile),
+            schedule::product_limit_quantile(&clean, quantile),
+            "quantile {quantile}"
+        );
+    }
+    assert_eq!(schedule::product_limit_quantile(&clean, f64::NAN), None);
+    assert_eq!(schedule::product_limit_quantile(&[], 0.5), None);
+    assert_eq!(
+        schedule::product_limit_quantile(&[step(7.0, 5, 2)], 0.99),
+        Some(7.0),
+        "more ended than at risk counts as all ending"
+    );
+
+    let from_garbage = sample(
+        &[f64::NAN, -1.0, f64::INFINITY, 3.0],
+        &[f64::NAN, -4.0, 2.0],
+    );
+    assert_eq!(from_garbage.finished, 1);
+    assert_eq!(from_garbage.oldest_open, Some(2.0));
+    assert_eq!(from_garbage.steps, vec![step(3.0, 1, 1)]);
+}
+
+#[test]
+fn learned_estimate_without_open_waits() {
+    let finished = spread(300);
+    let learned = schedule::LearnedWindow::estimate(&sample(&finished, &[])).unwrap();
+
+    assert_eq!(
+        learned,
+        window(
+            percentile_disc(&finished, schedule::LOW_QUANTILE),
+            percentile_disc(&finished, schedule::HIGH_QUANTILE)
+        )
+    );
+}
+
+#[test]
+fn learned_estimate_counts_finished_waits() {
+    let min = schedule::MIN_OBSERVATIONS as usize;
+    let open = vec![50.0; 1000];
+
+    assert_eq!(
+        schedule::LearnedWindow::estimate(&sample(&spread(min - 1), &open)),
+        None,
+        "open waits do not count toward the minimum"
+    );
+    assert!(schedule::LearnedWindow::estimate(&sample(&spread(min), &[])).is_some());
+    assert_eq!(
+        schedule::LearnedWindow::estimate(&schedule::WaitSample::default()),
+        None
+    );
+
+    let only_garbage = schedule::WaitSample {
+        steps: vec![schedule::SurvivalStep {
+            seconds: f64::NAN,
+            ended: 100,
+            at_risk: 100,
+        }],
+        finished: 100,
+        oldest_open: Some(10.0),
+    };
+    assert_eq!(schedule::LearnedWindow::estimate(&only_garbage), None);
+}
+
+#[test]
+fn learned_estimate_waits_for_open_tail() {
+    // Half of a burst has finished within 150..=250 s and the other half is still open at
+    // 400 s: the high quantile is not reached, so the window runs to the oldest open wait
+    // instead of ending among the finished ones.
+    let finished: Vec<f64> = (0..200).map(|index| 150.0 + index as f64 * 0.5).collect();
+    let open = vec![400.0; 200];
+    let learned = schedule::LearnedWindow::estimate(&sample(&finished, &open)).unwrap();
+
+    assert_eq!(learned.high, seconds(400.0));
+    assert_eq!(
+        learned.low,
+        seconds(155.5),
+        "the 12th finished wait, 3% of all 400"
+    );
+
+    let finished_only = schedule::LearnedWindow::estimate(&sample(&finished, &[])).unwrap();
+    assert!(finished_only.high < seconds(250.0));
+}
+
+#[test]
+fn learned_estimate_tail_reached_despite_open() {
+    // A few stuck waits do not hold the window open once 97% are known to have ended.
+    let finished: Vec<f64> = (1..=300).map(f64::from).collect();
+    let open = [5000.0, 6000.0];
+    let learned = schedule::LearnedWindow::estimate(&sample(&finished, &open)).unwrap();
+
+    assert!(
+        learned.high <= seconds(300.0),
+        "high {:?} beyond the finished waits",
+        learned.high
+    );
+}
+
+#[test]
+fn learned_estimate_low_not_reached() {
+    // 20 short waits finished while 2000 older ones are still open: fewer than 3% are known
+    // to end before the longest finished wait, so the first check comes no later than it.
+    let finished: Vec<f64> = (1..=20).map(|index| f64::from(index) * 10.0).collect();
+    let open = vec![900.0; 2000];
+    let learned = schedule::LearnedWindow::estimate(&sample(&finished, &open)).unwrap();
+
+    assert_eq!(learned.low, seconds(200.0));
+    assert_eq!(learned.high, seconds(900.0));
+}
+
+#[test]
+fn learned_estimate_ignores_unusable_oldest_open() {
+    let finished: Vec<f64> = (0..40).map(|index| 100.0 + f64::from(index)).collect();
+    for oldest_open in [f64::NAN, f64::INFINITY, -3.0] {
+        // Half of the waits are open past the last end, so the high quantile is not reached.
+        let mut learned = sample(&finished, &vec![200.0; 40]);
+        learned.oldest_open = Some(oldest_open);
+        let window = schedule::LearnedWindow::estimate(&learned).unwrap();
+        assert_eq!(
+            window.high,
+            seconds(139.0),
+            "oldest open {oldest_open}: the longest finished wait"
+        );
+    }
 }
 
 #[test]

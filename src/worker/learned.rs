@@ -58,11 +58,7 @@ impl LearnedCache {
 /// Returns the kind of wait a row in `status` is in, or `None` when it is not waiting for
 /// Deployed.
 pub fn wait_kind(status: Status) -> Option<WaitKind> {
-    match status {
-        Status::Deploying | Status::Updating => Some(WaitKind::Deploy),
-        Status::Disabling => Some(WaitKind::Disable),
-        _ => None,
-    }
+    WaitKind::of_status(status)
 }
 
 /// Returns the time a row has spent in its current wait at `now` (database time).

@@ -245,8 +245,12 @@ pub async fn check(context: &WorkerContext, claimed: Claimed) -> Result<Outcome,
 /// `seen_at`. A failure is logged and otherwise ignored, because the observation only tunes
 /// the schedule.
 ///
-/// NOTE: `updated_at` also moves when a user changes the row during the wait, which makes
-/// that one observation look shorter than it was.
+/// NOTE: `updated_at` is used as the time of the previous check, but a write-back moves it
+/// only when a field the API shows changes. During a quiet wait it stays near the wait's
+/// start, so most waits are recorded as ending [`ESTIMATE_SPAN`] before `seen_at`: for a
+/// wait seen during the dense checks, that is half a dense interval early on average. It
+/// also moves when a user changes the row during the wait, which makes that one observation
+/// look shorter than it was.
 async fn record_finished_wait(
     context: &WorkerContext,
     row: &Distribution,
