@@ -77,8 +77,11 @@ async fn adaptive_learns_from_finished_waits() {
     .fetch_one(&app.pool)
     .await
     .unwrap();
+    // A wait seen over is dated up to one dense interval (0.13 s here) before the check
+    // that saw it, and a loaded machine delays the write-back that starts each wait, so
+    // the low end allows for both.
     assert!(
-        (0.15..0.6).contains(&low),
+        (0.1..0.6).contains(&low),
         "learned low quantile {low} s is far from the 0.3 s deploy time"
     );
 
