@@ -17,8 +17,8 @@ pub mod webhooks;
 pub use distributions::{Distribution, ListFilter};
 pub use events::Event;
 
-use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgPool};
 
 /// The channel the API notifies when it records new work, so idle workers wake at once.
 pub const WORK_CHANNEL: &str = "cloudfront_lifecycle_work";
@@ -39,8 +39,24 @@ pub fn connect_lazy(database_url: &str, max_connections: u32) -> Result<PgPool, 
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(std::time::Duration::from_secs(5))
+        // By default sqlx pings every connection it hands out, a round trip added to every
+        // statement. Only a connection that sat idle for a while is pinged, because one that
+        // finished a statement moments ago is very likely still open.
+        .test_before_acquire(false)
+        .before_acquire(|connection, metadata| {
+            Box::pin(async move {
+                if metadata.idle_for >= PING_AFTER_IDLE {
+                    connection.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_lazy(database_url)
 }
+
+/// Idle time after which a pooled connection is pinged before use. A connection that the
+/// server closed within this time of its last statement fails the next request that gets it.
+const PING_AFTER_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Wakes idle workers on every replica. The payload is empty: workers re-read the table,
 /// which stays the source of truth, so a lost notification only delays work.
