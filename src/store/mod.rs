@@ -9,6 +9,7 @@ pub mod events;
 pub mod idempotency;
 pub mod notify;
 pub mod rate_limit;
+pub mod reads;
 pub mod retention;
 pub mod stats;
 pub mod waits;

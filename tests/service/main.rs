@@ -15,5 +15,6 @@ mod failure_modes;
 mod moto;
 mod openapi;
 mod operability;
+mod read_connections;
 mod scale;
 mod worker;
