@@ -1,5 +1,6 @@
 //! The connections kept apart from the pool for one-row reads: which are reused, which are
-//! closed, and what happens to one the server closed while it sat idle.
+//! closed, what happens to one the server closed while it sat idle, and how long a caller waits
+//! when all are taken.
 
 use std::time::Duration;
 
@@ -97,4 +98,23 @@ async fn idle_connection_closed_by_server_is_replaced() {
     );
     first.release();
     second.release();
+}
+
+#[tokio::test]
+async fn full_pool_acquire_times_out() {
+    let reads = ReadConnections::new(&create_database().await, 1).unwrap();
+    let only_lease = reads.acquire().await.unwrap();
+
+    let started = std::time::Instant::now();
+    let result = reads.acquire().await;
+    let waited = started.elapsed();
+
+    assert!(
+        matches!(result, Err(sqlx::Error::PoolTimedOut)),
+        "expected PoolTimedOut, got {:?}",
+        result.err()
+    );
+    assert!(waited >= Duration::from_secs(5), "gave up after {waited:?}");
+    assert!(waited < Duration::from_secs(7), "waited {waited:?}");
+    only_lease.release();
 }
