@@ -5,11 +5,14 @@
 #
 # Usage: bench/api.sh [ROWS] [CONNECTIONS] [DURATION]   (default 100000 64 20)
 #   BENCH_PG_PORT, BIN as in bench/idle.sh; needs wrk and pgbench on PATH
+#   WRK_THREADS sets wrk's threads (default 2); DATABASE_MAX_CONNECTIONS and
+#   DATABASE_READ_CONNECTIONS set the service's (default CONNECTIONS each)
 set -euo pipefail
 
 rows=${1:-100000}
 connections=${2:-64}
 duration=${3:-20}
+wrk_threads=${WRK_THREADS:-2}
 port=${BENCH_PG_PORT:-55450}
 bin=${BIN:-${CARGO_TARGET_DIR:-target}/release/cloudfront-lifecycle}
 here=$(cd "$(dirname "$0")" && pwd)
@@ -43,13 +46,14 @@ psql -At "$url" -c "select id from distributions" >"$ids_file"
 
 # The worker is left out (the API alone serves reads); the per-owner rate limit is off.
 DATABASE_URL=$url AUTH_JWT_SECRET=$secret BIND_ADDR=127.0.0.1:$api_port RATE_LIMIT_PER_SECOND=0 \
-    DATABASE_MAX_CONNECTIONS=${DATABASE_MAX_CONNECTIONS:-$connections} RUST_LOG=error "$bin" api >/dev/null 2>&1 &
+    DATABASE_MAX_CONNECTIONS=${DATABASE_MAX_CONNECTIONS:-$connections} \
+    DATABASE_READ_CONNECTIONS=${DATABASE_READ_CONNECTIONS:-$connections} RUST_LOG=error "$bin" api >/dev/null 2>&1 &
 pid=$!
 until curl -fs -o /dev/null "http://127.0.0.1:$api_port/readyz"; do sleep 0.05; done
 token=$(AUTH_JWT_SECRET=$secret "$bin" token --sub bench)
 
-echo "== service: wrk -t2 -c$connections -d${duration}s GET /v1/distributions/{id}"
-TOKEN=$token IDS_FILE=$ids_file wrk -t2 -c"$connections" -d"${duration}s" --latency \
+echo "== service: wrk -t$wrk_threads -c$connections -d${duration}s GET /v1/distributions/{id}"
+TOKEN=$token IDS_FILE=$ids_file wrk -t"$wrk_threads" -c"$connections" -d"${duration}s" --latency \
     -s "$here/get.lua" "http://127.0.0.1:$api_port" | grep -E "Requests/sec|p50_ms|Non-2xx|Socket errors" || true
 kill "$pid"
 wait "$pid" 2>/dev/null || true

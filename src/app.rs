@@ -19,6 +19,7 @@ use crate::cloudfront::{Backend, CallSettings, CloudFront};
 use crate::simulator::{DeployTime, Simulator, SimulatorServer, SimulatorSettings};
 use crate::store;
 use crate::store::notify::WorkNotifier;
+use crate::store::reads::ReadConnections;
 use crate::worker::{Worker, WorkerSettings};
 
 /// Where CloudFront calls go.
@@ -124,6 +125,13 @@ pub async fn start(
             None => anyhow::bail!("the API needs a listener"),
         };
         address = Some(listener.local_addr()?);
+        let reads = match settings.http.read_connections {
+            0 => None,
+            size => Some(
+                ReadConnections::new(&settings.database_url, size)
+                    .context("DATABASE_URL is not a valid Postgres URL")?,
+            ),
+        };
         let state = AppState {
             pool: pool.clone(),
             authenticator: authenticator.expect("built above when the API runs"),
@@ -138,6 +146,7 @@ pub async fn start(
             )
             .map(Arc::new),
             events: crate::live::EventHub::spawn(pool.clone(), shutdown.clone()),
+            reads,
         };
         let router = api::router(state, &settings.http);
         let stop = shutdown.clone();

@@ -205,6 +205,12 @@ pub struct HttpArgs {
     /// only when clients reach the service over HTTPS.
     #[arg(long, env = "HSTS_MAX_AGE_SECONDS", default_value_t = 0)]
     pub hsts_max_age_seconds: u64,
+
+    /// Postgres connections this process keeps, besides the pool, for reads of one
+    /// distribution (GET /v1/distributions/{id}). They take one round trip per read where
+    /// the pool takes two. 0 opens none and sends those reads through the pool.
+    #[arg(long, env = "DATABASE_READ_CONNECTIONS", default_value_t = 10)]
+    pub database_read_connections: u32,
 }
 
 impl HttpArgs {
@@ -220,6 +226,7 @@ impl HttpArgs {
             rate_limit_per_second: self.rate_limit_per_second,
             rate_limit_burst: self.rate_limit_burst,
             hsts_max_age_seconds: self.hsts_max_age_seconds,
+            read_connections: self.database_read_connections,
         }
     }
 }

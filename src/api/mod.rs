@@ -31,6 +31,7 @@ use utoipa_axum::routes;
 
 use crate::cloudfront::{Backend, CloudFront};
 use crate::store::notify::WorkNotifier;
+use crate::store::reads::ReadConnections;
 use auth::Authenticator;
 use rate_limit::OwnerRateLimiter;
 
@@ -47,6 +48,8 @@ pub struct AppState {
     pub events: crate::live::EventHub,
     /// Per-owner request limit; `None` when disabled.
     pub rate_limiter: Option<Arc<OwnerRateLimiter>>,
+    /// Connections for reads of one distribution; `None` sends them through `pool`.
+    pub reads: Option<ReadConnections>,
     pub limits: ApiLimits,
 }
 
@@ -89,6 +92,9 @@ pub struct HttpSettings {
     pub rate_limit_burst: u32,
     /// `max-age` of the Strict-Transport-Security header in seconds; 0 sends no header.
     pub hsts_max_age_seconds: u64,
+    /// Postgres connections, besides the pool, for `GET /v1/distributions/{id}`; 0 opens
+    /// none and sends those reads through the pool.
+    pub read_connections: u32,
 }
 
 impl Default for HttpSettings {
@@ -101,6 +107,7 @@ impl Default for HttpSettings {
             rate_limit_per_second: 10,
             rate_limit_burst: 50,
             hsts_max_age_seconds: 0,
+            read_connections: 10,
         }
     }
 }

@@ -105,7 +105,7 @@ impl TryFrom<Record> for Distribution {
             .ok_or_else(|| corrupt(format!("unknown status {:?}", record.status)))?;
         let intent = Intent::parse(&record.intent)
             .ok_or_else(|| corrupt(format!("unknown intent {:?}", record.intent)))?;
-        let spec = serde_json::from_value(record.spec.clone())
+        let spec = serde_json::from_value(record.spec)
             .map_err(|error| corrupt(format!("spec does not parse: {error}")))?;
 
         Ok(Distribution {

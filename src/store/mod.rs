@@ -9,6 +9,7 @@ pub mod events;
 pub mod idempotency;
 pub mod notify;
 pub mod rate_limit;
+pub mod reads;
 pub mod retention;
 pub mod stats;
 pub mod waits;
@@ -17,8 +18,8 @@ pub mod webhooks;
 pub use distributions::{Distribution, ListFilter};
 pub use events::Event;
 
-use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgPool};
 
 /// The channel the API notifies when it records new work, so idle workers wake at once.
 pub const WORK_CHANNEL: &str = "cloudfront_lifecycle_work";
@@ -34,13 +35,15 @@ pub enum StoreError {
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-/// A pooled connection idle for longer than this is pinged before it is handed out, so one
-/// that died while idle (a database restart, a proxy's idle timeout) is replaced first.
-const PING_AFTER_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
+/// A pooled connection idle for this long is pinged before it is handed out, so one
+/// that died while idle (a database restart, a proxy's idle timeout) is replaced first. A
+/// connection the server closed within this time of its last statement fails the next
+/// statement that gets it.
+const PING_AFTER_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Opens a pool; connections are made lazily, so start-up does not wait for the database.
 ///
-/// Only connections idle for more than [`PING_AFTER_IDLE`] are pinged. sqlx's default pings
+/// Only connections idle for at least [`PING_AFTER_IDLE`] are pinged. sqlx's default pings
 /// on every acquire, which doubles the round trips of a busy worker. A connection that breaks
 /// while in use fails its query whether or not it was pinged.
 pub fn connect_lazy(database_url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
@@ -50,8 +53,8 @@ pub fn connect_lazy(database_url: &str, max_connections: u32) -> Result<PgPool, 
         .test_before_acquire(false)
         .before_acquire(|connection, metadata| {
             Box::pin(async move {
-                if metadata.idle_for > PING_AFTER_IDLE {
-                    sqlx::Connection::ping(connection).await?;
+                if metadata.idle_for >= PING_AFTER_IDLE {
+                    connection.ping().await?;
                 }
                 Ok(true)
             })

@@ -16,5 +16,6 @@ mod failure_modes;
 mod moto;
 mod openapi;
 mod operability;
+mod read_connections;
 mod scale;
 mod worker;

@@ -40,9 +40,11 @@ pub async fn get(
     Owner(owner): Owner,
     Path(id): Path<Uuid>,
 ) -> Result<Response, ApiError> {
-    let row = distributions::get_for_owner(&state.pool, id, &owner)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let row = match &state.reads {
+        Some(reads) => reads.get_for_owner(id, &owner).await?,
+        None => distributions::get_for_owner(&state.pool, id, &owner).await?,
+    };
+    let row = row.ok_or(ApiError::NotFound)?;
     Ok(resource_response(StatusCode::OK, row, false))
 }
 
