@@ -66,7 +66,7 @@ for count in "${counts[@]}"; do
         pids+=("$!")
     done
     # Every step here ends its row deleted, out of the queue. Asking the due index whether
-    # any row is still queued costs a few index pages; counting rows by status would scan
+    # any row is still queued reads a few index pages. Counting rows by status would scan
     # the whole table five times a second and take CPU from the run it measures.
     until [[ $(psql -At "$url" -c "select not exists (select 1 from distributions where next_check_at is not null)") == t ]]; do
         sleep 0.2

@@ -450,8 +450,8 @@ fn backoff(first: Duration, factor: f64, max: Duration, checks: u32) -> Duration
 /// `dense` and at most `max`. Jittered by plus or minus 5%.
 ///
 /// A check that the jitter placed up to 5% before the low quantile counts as the first
-/// check in the window, so it is followed by a dense delay rather than by one more check a
-/// few seconds later at the low quantile itself.
+/// check in the window. A dense delay follows it, not one more check a few seconds later at
+/// the low quantile itself.
 fn adaptive(
     dense: Duration,
     max: Duration,

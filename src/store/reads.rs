@@ -89,15 +89,16 @@ pub struct ReadConnections {
     pool: Pool<PgManager>,
 }
 
-/// One connection taken from `ReadConnections`. Dropping it closes the connection; only
+/// One connection taken from `ReadConnections`. Dropping it closes the connection, and only
 /// `release` puts it back.
 pub struct ReadLease {
     object: Option<Object<PgManager>>,
 }
 
 impl ReadConnections {
-    /// Prepares up to `size` connections to `database_url`; none is opened yet. Also starts
-    /// the task that closes idle and old connections, which ends when the pool is dropped.
+    /// Prepares up to `size` connections to `database_url`, each opened on first use. Also
+    /// starts the task that closes idle and old connections, which ends when the pool is
+    /// dropped.
     ///
     /// # Panics
     ///
@@ -190,8 +191,8 @@ impl ReadLease {
 
 impl Drop for ReadLease {
     /// Takes an unreleased connection out of the pool and drops it, which closes its socket
-    /// and frees its slot. Its protocol state is unknown, so it gets no Terminate message;
-    /// Postgres ends the backend on end of file.
+    /// and frees its slot. Its protocol state is unknown, so it gets no Terminate message,
+    /// and Postgres ends the backend on end of file.
     fn drop(&mut self) {
         if let Some(object) = self.object.take() {
             drop(Object::take(object));
